@@ -1,0 +1,58 @@
+"""Shared command-line plumbing: `--config/--set/--round` parsing and clean error exits."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+from data.config import SparringConfig, load_config
+from data.errors import SparringError
+
+T = TypeVar("T")
+log = logging.getLogger("sparring")
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    """A parser with the flags every Sparring command shares."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--config", default="configs/demo.yaml", help="experiment YAML (default: configs/demo.yaml)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted override, e.g. --set defender.n=8 (repeatable)",
+    )
+    p.add_argument("--round", type=int, default=None, help="round number (1-based)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> SparringConfig:
+    return load_config(args.config, args.overrides)
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for noisy in ("httpx", "urllib3", "filelock", "datasets", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main_guard(fn: Callable[[], T]) -> T:
+    """Run a command; a `SparringError` becomes one line on stderr and its exit code, no traceback."""
+    try:
+        return fn()
+    except SparringError as e:
+        print(f"sparring: error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        print("sparring: interrupted; re-run the same command to resume", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,322 @@
+"""Experiment config: frozen dataclasses loaded from one YAML file plus dotted `--set key=value` overrides.
+
+Every knob of every stage lives here, so a run is fully described by its YAML and the overrides, which are
+stored with each round. Unknown keys and wrong types are errors, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+from data.errors import ConfigError
+
+# ---------------------------------------------------------------------------------------------------------
+# Sections
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    dir: str = "runs/demo"  # one DuckDB store and all models of a run live here
+    seed: int = 0
+    rounds: int = 2  # how many rounds `make demo` / the experiment plays
+    tiny_models_dir: str = ".sparring/tiny-models"  # cache for `tiny:*` model references
+
+
+@dataclass(frozen=True)
+class VllmConfig:
+    """Arguments for `vllm.LLM`; `extra` is passed through verbatim (e.g. data_parallel_size, quantization)."""
+
+    dtype: str = "auto"
+    max_model_len: int = 512
+    gpu_memory_utilization: float = 0.85
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    distributed_executor_backend: str | None = None  # "mp" or "ray" (multi-node)
+    enforce_eager: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AttackerConfig:
+    """The attacker writes the round's prompts. `mode` picks the paper's recipe (GPO or eva)."""
+
+    model: str = "tiny:policy"  # Hub id, local path, or tiny:<name> (built locally)
+    mode: Literal["gpo", "eva"] = "gpo"
+    num_prompts: int = 32  # target prompts per round after cleaning and de-duplication
+    samples_per_parent: int = 4  # eva evolves each informative prompt 4 times
+    seed_file: str = "data/seeds.jsonl"
+    temperature: float = 0.8  # GPO launch script: T=0.8, top-p 0.9
+    top_p: float = 0.9
+    max_tokens: int = 64
+    min_chars: int = 8  # shorter generations are dropped as degenerate
+    max_attempts: int = 3  # extra sampling passes when de-duplication leaves too few prompts
+    replay_fraction: float = 0.0  # eva mixes old prompts back in (paper: 0.2 original : 0.8 evolved)
+
+
+@dataclass(frozen=True)
+class DefenderConfig:
+    """The defender answers each prompt `n` times (`SamplingParams(n=n)`, one request per prompt)."""
+
+    model: str = "tiny:policy"
+    n: int = 4
+    temperature: float = 0.7  # eva: 6 samples, T=0.7, top-p 0.9
+    top_p: float = 0.9
+    max_tokens: int = 64
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """The scorer. `kind=reward_model` loads a one-label sequence classifier; `judge` is issue-7's toy judge."""
+
+    kind: str = "reward_model"  # reward_model | judge | module:ClassName (your own Scorer)
+    model: str = "tiny:reward"
+    batch_tokens: int = 8192  # padded tokens per forward pass; batches are built from length-sorted rows
+    max_length: int = 1024
+    dtype: str = "auto"  # auto = bf16 on GPU, fp32 on CPU
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class SelectConfig:
+    """Selection in SQL. gpo: lowest mean defender reward (GPO); eva: largest max-min reward gap (eva)."""
+
+    strategy: Literal["gpo", "eva"] = "gpo"
+    hard_fraction: float = 0.25  # eva keeps 25% of prompts
+    margin: float = 0.0  # a pair needs chosen - rejected >= margin (and > 0: ties never pair)
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+@dataclass(frozen=True)
+class TrainDefenderConfig:
+    """DPO on best-vs-worst pairs with TRL + a PEFT LoRA (reference = adapters off)."""
+
+    loss: Literal["sigmoid", "ipo", "spac"] = "sigmoid"
+    beta: float = 0.1
+    spac_lambda: float = 1.0  # weight of SPAC's pessimism term
+    learning_rate: float = 5e-5
+    epochs: float = 1.0
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_length: int = 512
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.0
+    gradient_checkpointing: bool = False
+    precompute_ref_log_probs: bool = False
+    start_from: Literal["last", "base"] = "last"  # continue from last round's defender or the base model
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    report_to: str = "none"  # passed to TRL: tensorboard, wandb, ...
+    bf16: str = "auto"  # auto = on when the GPU supports it
+    save_steps: int = 50  # checkpoints to resume a killed run from
+
+
+@dataclass(frozen=True)
+class TrainAttackerConfig:
+    """Reward-weighted fine-tuning of the attacker on its own prompts (GPO's reward, offline)."""
+
+    diversity_weight: float = 1.0  # lambda: reward = failure + lambda * diversity
+    weight_temperature: float = 1.0  # weights = N * softmax(reward / T)
+    learning_rate: float = 1e-4
+    epochs: float = 1.0
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_length: int = 256
+    start_from: Literal["last", "base"] = "last"
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    report_to: str = "none"
+    bf16: str = "auto"
+    save_steps: int = 50
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    repo: str = ""  # ORG/NAME
+    private: bool = False
+    license: str = "apache-2.0"
+
+
+@dataclass(frozen=True)
+class SparringConfig:
+    run: RunConfig = field(default_factory=RunConfig)
+    vllm: VllmConfig = field(default_factory=VllmConfig)
+    attacker: AttackerConfig = field(default_factory=AttackerConfig)
+    defender: DefenderConfig = field(default_factory=DefenderConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
+    train_defender: TrainDefenderConfig = field(default_factory=TrainDefenderConfig)
+    train_attacker: TrainAttackerConfig = field(default_factory=TrainAttackerConfig)
+    hub: HubConfig = field(default_factory=HubConfig)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run.dir)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Range checks that types alone cannot express: (section.key, predicate, what is expected)
+
+_POSITIVE = "a number > 0"
+_CHECKS: list[tuple[str, typing.Callable[[Any], bool], str]] = [
+    ("attacker.num_prompts", lambda v: v > 0, "an integer > 0"),
+    ("attacker.samples_per_parent", lambda v: v > 0, "an integer > 0"),
+    ("attacker.max_tokens", lambda v: v > 0, "an integer > 0"),
+    ("attacker.max_attempts", lambda v: v > 0, "an integer > 0"),
+    ("attacker.temperature", lambda v: v >= 0, "a number >= 0"),
+    ("attacker.top_p", lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    ("attacker.replay_fraction", lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    ("defender.n", lambda v: v >= 2, "an integer >= 2 (pairs need two responses per prompt)"),
+    ("defender.max_tokens", lambda v: v > 0, "an integer > 0"),
+    ("defender.temperature", lambda v: v >= 0, "a number >= 0"),
+    ("defender.top_p", lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    ("reward.batch_tokens", lambda v: v > 0, "an integer > 0"),
+    ("reward.max_length", lambda v: v > 0, "an integer > 0"),
+    ("select.hard_fraction", lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    ("select.margin", lambda v: v >= 0, "a number >= 0"),
+    ("run.rounds", lambda v: v > 0, "an integer > 0"),
+    ("vllm.max_model_len", lambda v: v > 0, "an integer > 0"),
+    ("vllm.gpu_memory_utilization", lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    ("vllm.tensor_parallel_size", lambda v: v > 0, "an integer > 0"),
+    ("train_defender.beta", lambda v: v > 0, _POSITIVE),
+    ("train_defender.learning_rate", lambda v: v > 0, _POSITIVE),
+    ("train_defender.epochs", lambda v: v > 0, _POSITIVE),
+    ("train_defender.batch_size", lambda v: v > 0, "an integer > 0"),
+    ("train_defender.spac_lambda", lambda v: v >= 0, "a number >= 0"),
+    ("train_attacker.learning_rate", lambda v: v > 0, _POSITIVE),
+    ("train_attacker.epochs", lambda v: v > 0, _POSITIVE),
+    ("train_attacker.batch_size", lambda v: v > 0, "an integer > 0"),
+    ("train_attacker.weight_temperature", lambda v: v > 0, _POSITIVE),
+    ("train_attacker.diversity_weight", lambda v: v >= 0, "a number >= 0"),
+]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> SparringConfig:
+    """Read YAML (or defaults when `path` is None), apply `key.sub=value` overrides, check types and ranges."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file '{path}' does not exist; expected a YAML file such as configs/demo.yaml")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ConfigError(f"config file '{path}' is not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file '{path}' must hold a mapping of sections, got {type(loaded).__name__}")
+        raw = loaded
+    for item in overrides:
+        _apply_override(raw, item)
+    cfg = _build(SparringConfig, raw, "")
+    for key, ok, expected in _CHECKS:
+        value = _get(cfg, key)
+        if isinstance(value, float) and not math.isfinite(value) or not ok(value):
+            raise ConfigError(f"{key}={value!r} is out of range; expected {expected}")
+    return cfg
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' has no '='; expected KEY=VALUE such as defender.n=8")
+    key, _, text = item.partition("=")
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"override key '{key}' is malformed; expected dotted names such as defender.n")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override '{key}' goes inside '{part}', which is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    name = prefix.rstrip(".") or "config"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"'{name}' must be a mapping, got {type(raw).__name__} {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown config key '{prefix}{unknown[0]}'; expected one of: {', '.join(fields)}")
+    kwargs = {}
+    for key, value in raw.items():
+        kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin, args = get_origin(tp), get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key + ".")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}={value!r} is not allowed; expected one of: {', '.join(map(str, args))}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, key)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r} has the wrong type; expected true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}={value!r} has the wrong type; expected an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}={value!r} has the wrong type; expected a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}={value!r} has the wrong type; expected a string")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}={value!r} has the wrong type; expected a list")
+        return [_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}={value!r} has the wrong type; expected a mapping")
+        return dict(value)
+    return value
+
+
+def _get(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg

@@ -1,0 +1,231 @@
+"""Every SQL statement Sparring runs, by name. Values are always bound as parameters, never formatted in.
+
+The schema is the contract between stages: a stage reads its inputs from these tables and writes its
+outputs back in one transaction (see `data.store.Store.stage`).
+"""
+
+SCHEMA_VERSION = 1
+
+# Stages of a round, in order. Forcing one redoes it and every stage after it.
+STAGES = ("attack", "respond", "score", "select", "train_defender", "train_attacker")
+
+# Which tables hold each stage's output (rows keyed by `round`), so a forced stage can be undone exactly.
+STAGE_TABLES = {
+    "attack": ("prompts",),
+    "respond": ("responses",),
+    "score": ("scores",),
+    "select": ("hard_prompts", "pairs"),
+    "train_defender": ("models_defender",),
+    "train_attacker": ("attacker_rewards", "models_attacker"),
+}
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key VARCHAR PRIMARY KEY,
+    value VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rounds (
+    round INTEGER PRIMARY KEY,
+    attacker_model VARCHAR NOT NULL,
+    defender_model VARCHAR NOT NULL,
+    scorer VARCHAR NOT NULL,
+    config_json VARCHAR NOT NULL,
+    started_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+-- Round 0 holds the seed prompts; prompts of round r>0 were written by the attacker from `parent_id`.
+CREATE TABLE IF NOT EXISTS prompts (
+    prompt_id VARCHAR PRIMARY KEY,
+    round INTEGER NOT NULL,
+    idx INTEGER NOT NULL,               -- order within the round (generation order)
+    text VARCHAR NOT NULL,
+    category VARCHAR,
+    parent_id VARCHAR,                  -- the prompt it was written from (NULL for seeds)
+    mode VARCHAR NOT NULL,              -- seed | gpo | eva | replay
+    instruction VARCHAR,                -- what the attacker was asked; attacker training input
+    attacker_model VARCHAR,
+    gen_params VARCHAR                  -- JSON of the sampling parameters
+);
+CREATE TABLE IF NOT EXISTS responses (
+    response_id VARCHAR PRIMARY KEY,
+    prompt_id VARCHAR NOT NULL,
+    round INTEGER NOT NULL,
+    sample_index INTEGER NOT NULL,
+    text VARCHAR NOT NULL,
+    finish_reason VARCHAR,
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER,
+    defender_model VARCHAR NOT NULL,
+    gen_params VARCHAR
+);
+CREATE TABLE IF NOT EXISTS scores (
+    response_id VARCHAR NOT NULL,
+    scorer VARCHAR NOT NULL,
+    round INTEGER NOT NULL,
+    value DOUBLE NOT NULL,
+    PRIMARY KEY (response_id, scorer)
+);
+CREATE TABLE IF NOT EXISTS hard_prompts (
+    round INTEGER NOT NULL,
+    prompt_id VARCHAR NOT NULL,
+    strategy VARCHAR NOT NULL,
+    rank INTEGER NOT NULL,
+    informativeness DOUBLE NOT NULL,
+    mean_reward DOUBLE NOT NULL,
+    reward_gap DOUBLE NOT NULL,
+    PRIMARY KEY (round, prompt_id)
+);
+CREATE TABLE IF NOT EXISTS pairs (
+    round INTEGER NOT NULL,
+    prompt_id VARCHAR NOT NULL,
+    chosen_id VARCHAR NOT NULL,
+    rejected_id VARCHAR NOT NULL,
+    chosen_reward DOUBLE NOT NULL,
+    rejected_reward DOUBLE NOT NULL,
+    margin DOUBLE NOT NULL,
+    PRIMARY KEY (round, prompt_id)
+);
+-- The attacker's per-prompt reward (GPO: defender failure + lambda * diversity) and its training weight.
+CREATE TABLE IF NOT EXISTS attacker_rewards (
+    round INTEGER NOT NULL,
+    prompt_id VARCHAR NOT NULL,
+    failure DOUBLE NOT NULL,
+    diversity DOUBLE NOT NULL,
+    reward DOUBLE NOT NULL,
+    weight DOUBLE NOT NULL,
+    PRIMARY KEY (round, prompt_id)
+);
+-- Models trained from round `round`'s data; round `round + 1` generates with them.
+CREATE TABLE IF NOT EXISTS models (
+    round INTEGER NOT NULL,
+    role VARCHAR NOT NULL,              -- attacker | defender
+    path VARCHAR NOT NULL,              -- merged model (what vLLM loads)
+    adapter_path VARCHAR,
+    parent VARCHAR NOT NULL,            -- the model it was trained from
+    details VARCHAR,                    -- JSON: loss, steps, metrics
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    PRIMARY KEY (round, role)
+);
+CREATE TABLE IF NOT EXISTS stage_log (
+    round INTEGER NOT NULL,
+    stage VARCHAR NOT NULL,
+    rows BIGINT NOT NULL,
+    seconds DOUBLE NOT NULL,
+    details VARCHAR,                    -- JSON: counts dropped and why, model ids, ...
+    finished_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    PRIMARY KEY (round, stage)
+);
+"""
+
+# --- bookkeeping -------------------------------------------------------------------------------------------
+GET_META = "SELECT value FROM meta WHERE key = ?"
+SET_META = "INSERT OR REPLACE INTO meta VALUES (?, ?)"
+STAGE_DONE = "SELECT count(*) FROM stage_log WHERE round = ? AND stage = ?"
+LOG_STAGE = "INSERT OR REPLACE INTO stage_log (round, stage, rows, seconds, details) VALUES (?, ?, ?, ?, ?)"
+UNLOG_STAGE = "DELETE FROM stage_log WHERE round = ? AND stage = ?"
+STAGE_LOG = "SELECT round, stage, rows, seconds, details, finished_at FROM stage_log ORDER BY round, finished_at"
+ROUND_STAGES = "SELECT stage FROM stage_log WHERE round = ?"
+INSERT_ROUND = """
+INSERT INTO rounds (round, attacker_model, defender_model, scorer, config_json) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (round) DO NOTHING
+"""
+GET_ROUND = "SELECT attacker_model, defender_model, scorer, config_json FROM rounds WHERE round = ?"
+
+# Undo one stage of one round (table names come from STAGE_TABLES, never from users).
+DELETE_ROUND_ROWS = {
+    "prompts": "DELETE FROM prompts WHERE round = ?",
+    "responses": "DELETE FROM responses WHERE round = ?",
+    "scores": "DELETE FROM scores WHERE round = ?",
+    "hard_prompts": "DELETE FROM hard_prompts WHERE round = ?",
+    "pairs": "DELETE FROM pairs WHERE round = ?",
+    "attacker_rewards": "DELETE FROM attacker_rewards WHERE round = ?",
+    "models_defender": "DELETE FROM models WHERE round = ? AND role = 'defender'",
+    "models_attacker": "DELETE FROM models WHERE round = ? AND role = 'attacker'",
+}
+
+# Tables that take Arrow batches, by name (`INSERT ... BY NAME SELECT * FROM <arrow>`).
+INSERT_BY_NAME = {
+    name: f"INSERT INTO {name} BY NAME SELECT * FROM _arrow_batch"
+    for name in ("prompts", "responses", "scores", "attacker_rewards", "models")
+}
+
+# --- reads for the stages ----------------------------------------------------------------------------------
+ROUND_PROMPTS = """
+SELECT prompt_id, round, idx, text, category, parent_id, mode, instruction
+FROM prompts WHERE round = ? ORDER BY idx
+"""
+ALL_PROMPT_TEXTS = "SELECT text FROM prompts"
+ROUND_RESPONSES = """
+SELECT r.response_id, r.prompt_id, r.sample_index, p.text AS prompt, r.text AS response
+FROM responses r JOIN prompts p USING (prompt_id)
+WHERE r.round = ? ORDER BY p.idx, r.sample_index
+"""
+# The parents of round r+1: round r's hard prompts, hardest first, with what they were written from.
+HARD_PROMPTS = """
+SELECT h.prompt_id, p.text, p.category, h.rank, h.informativeness, h.mean_reward, h.reward_gap
+FROM hard_prompts h JOIN prompts p USING (prompt_id)
+WHERE h.round = ? ORDER BY h.rank
+"""
+ROUND_PAIRS = """
+SELECT p.prompt_id, p.text AS prompt, c.text AS chosen, r.text AS rejected,
+       pr.chosen_reward, pr.rejected_reward, pr.margin
+FROM pairs pr
+JOIN prompts p ON p.prompt_id = pr.prompt_id
+JOIN responses c ON c.response_id = pr.chosen_id
+JOIN responses r ON r.response_id = pr.rejected_id
+WHERE pr.round = ? ORDER BY p.idx
+"""
+# Per-prompt reward statistics of one round under one scorer (the input of selection and of reports).
+PROMPT_STATS = """
+SELECT r.prompt_id, any_value(p.idx) AS idx, count(*) AS n,
+       avg(s.value) AS mean_reward, min(s.value) AS min_reward, max(s.value) AS max_reward,
+       coalesce(stddev_pop(s.value), 0) AS std_reward, max(s.value) - min(s.value) AS reward_gap
+FROM responses r
+JOIN scores s USING (response_id)
+JOIN prompts p USING (prompt_id)
+WHERE r.round = $round AND s.scorer = $scorer
+GROUP BY r.prompt_id
+"""
+MODEL_FOR_ROUND = "SELECT path FROM models WHERE round = ? AND role = ?"
+LATEST_MODEL = "SELECT path FROM models WHERE role = ? AND round < ? ORDER BY round DESC LIMIT 1"
+
+# --- selection (GPO / eva) ---------------------------------------------------------------------------------
+# Hard prompts: GPO wants prompts where the defender does worst (lowest mean reward); eva wants the most
+# informative ones (largest max - min reward gap, its default regret proxy). Deterministic top-k:
+# k = ceil(fraction * prompts), ties broken by generation order.
+SELECT_HARD = f"""
+INSERT INTO hard_prompts
+WITH stats AS ({PROMPT_STATS}),
+scored AS (
+    SELECT *, CASE WHEN $strategy = 'gpo' THEN -mean_reward ELSE reward_gap END AS informativeness
+    FROM stats
+),
+ranked AS (
+    SELECT *, row_number() OVER (ORDER BY informativeness DESC, idx) AS rank, count(*) OVER () AS total
+    FROM scored
+)
+SELECT $round, prompt_id, $strategy, rank, informativeness, mean_reward, reward_gap
+FROM ranked WHERE rank <= greatest(1, ceil($fraction * total))
+"""
+# Pairs: best vs worst response of each prompt (ties broken by sample index), kept only when the best
+# beats the worst by at least `margin` and strictly (equal rewards carry no preference).
+SELECT_PAIRS = """
+INSERT INTO pairs
+WITH s AS (
+    SELECT r.prompt_id, r.response_id, r.sample_index, sc.value
+    FROM responses r JOIN scores sc USING (response_id)
+    WHERE r.round = $round AND sc.scorer = $scorer
+),
+ranked AS (
+    SELECT *,
+        row_number() OVER (PARTITION BY prompt_id ORDER BY value DESC, sample_index) AS best,
+        row_number() OVER (PARTITION BY prompt_id ORDER BY value ASC, sample_index) AS worst
+    FROM s
+)
+SELECT $round, c.prompt_id, c.response_id, w.response_id, c.value, w.value, c.value - w.value
+FROM ranked c JOIN ranked w ON c.prompt_id = w.prompt_id AND c.best = 1 AND w.worst = 1
+WHERE c.value > w.value AND c.value - w.value >= $margin
+"""
+COUNT_ROUND = {
+    name: f"SELECT count(*) FROM {name} WHERE round = ?"
+    for name in ("prompts", "responses", "scores", "hard_prompts", "pairs", "attacker_rewards")
+}

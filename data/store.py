@@ -1,0 +1,207 @@
+"""The run store: one DuckDB file per run, the only channel between stages.
+
+A stage reads its inputs with the named queries in `data.sql` and writes its outputs, plus its stage-log
+row, inside `Store.stage(...)`: one transaction, so a crash leaves either all of a stage or none of it and
+a re-run resumes at the first stage not logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from data import sql
+from data.errors import StageError, StoreError
+
+log = logging.getLogger(__name__)
+
+STORE_FILE = "sparring.duckdb"
+
+
+def store_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / STORE_FILE
+
+
+@dataclass
+class StageResult:
+    """What a stage reports back for its stage-log row: rows written and free-form details."""
+
+    rows: int = 0
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Store:
+    """A DuckDB connection to one run's store, with schema checks and stage transactions."""
+
+    def __init__(self, path: str | Path, read_only: bool = False):
+        self.path = Path(path)
+        self.read_only = read_only
+        if read_only and not self.path.is_file():
+            raise StoreError(f"run store '{self.path}' does not exist; expected a run directory with {STORE_FILE}")
+        try:
+            if not read_only:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.con = duckdb.connect(str(self.path), read_only=read_only)
+        except (duckdb.IOException, OSError) as e:
+            raise _open_error(self.path, e) from None
+        if not read_only:
+            self._migrate()
+        self._check_version()
+
+    # ---- lifecycle ------------------------------------------------------------------------------------
+    @classmethod
+    def for_run(cls, run_dir: str | Path, read_only: bool = False) -> Store:
+        return cls(store_path(run_dir), read_only=read_only)
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _migrate(self) -> None:
+        try:
+            self.con.execute(sql.SCHEMA)
+        except duckdb.Error as e:
+            raise StoreError(f"cannot create tables in run store '{self.path}': {_first_line(e)}") from None
+        if self.con.execute(sql.GET_META, ["schema_version"]).fetchone() is None:
+            self.con.execute(sql.SET_META, ["schema_version", str(sql.SCHEMA_VERSION)])
+
+    def _check_version(self) -> None:
+        try:
+            row = self.con.execute(sql.GET_META, ["schema_version"]).fetchone()
+        except duckdb.CatalogException:
+            raise StoreError(f"'{self.path}' is not a Sparring run store (no meta table)") from None
+        version = int(row[0]) if row else 0
+        if version > sql.SCHEMA_VERSION:
+            raise StoreError(
+                f"run store '{self.path}' has schema version {version}, newer than this Sparring's "
+                f"{sql.SCHEMA_VERSION}; upgrade Sparring to read it"
+            )
+
+    # ---- transactions and the stage log ---------------------------------------------------------------
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        try:
+            self.con.execute("COMMIT")
+        except duckdb.Error as e:
+            raise StoreError(f"could not commit to run store '{self.path}': {_first_line(e)}") from None
+
+    @contextlib.contextmanager
+    def stage(self, round_: int, stage: str) -> Iterator[StageResult]:
+        """Write a stage's outputs and its log row atomically; the body fills in the `StageResult`."""
+        if stage not in sql.STAGES:
+            raise StageError(f"unknown stage '{stage}'; expected one of: {', '.join(sql.STAGES)}")
+        result = StageResult()
+        start = time.perf_counter()
+        with self.transaction():
+            yield result
+            seconds = time.perf_counter() - start
+            self.con.execute(
+                sql.LOG_STAGE, [round_, stage, result.rows, seconds, json.dumps(result.details, sort_keys=True)]
+            )
+
+    def stage_done(self, round_: int, stage: str) -> bool:
+        return self.scalar(sql.STAGE_DONE, [round_, stage]) > 0
+
+    def done_stages(self, round_: int) -> set[str]:
+        return {r[0] for r in self.con.execute(sql.ROUND_STAGES, [round_]).fetchall()}
+
+    def reset_from(self, round_: int, stage: str) -> list[str]:
+        """Undo `stage` and every later stage of `round_` in one transaction; returns the stages undone."""
+        if stage not in sql.STAGES:
+            raise StageError(f"unknown stage '{stage}'; expected one of: {', '.join(sql.STAGES)}")
+        undone = list(sql.STAGES[sql.STAGES.index(stage) :])
+        with self.transaction():
+            for s in undone:
+                for table in sql.STAGE_TABLES[s]:
+                    self.con.execute(sql.DELETE_ROUND_ROWS[table], [round_])
+                self.con.execute(sql.UNLOG_STAGE, [round_, s])
+        return undone
+
+    # ---- reads and writes -----------------------------------------------------------------------------
+    def insert(self, table: str, rows: pa.Table) -> int:
+        """Append an Arrow table to `table`, matching columns by name (one vectorised INSERT)."""
+        if rows.num_rows == 0:
+            return 0
+        self.con.register("_arrow_batch", rows)
+        try:
+            self.con.execute(sql.INSERT_BY_NAME[table])
+        finally:
+            self.con.unregister("_arrow_batch")
+        return rows.num_rows
+
+    def execute(self, query: str, params: Any = None) -> duckdb.DuckDBPyConnection:
+        try:
+            return self.con.execute(query, params)
+        except duckdb.IOException as e:
+            raise StoreError(f"cannot write run store '{self.path}': {_first_line(e)}") from None
+
+    def arrow(self, query: str, params: Any = None) -> pa.Table:
+        result = self.execute(query, params)
+        to_table = getattr(result, "to_arrow_table", None) or result.fetch_arrow_table
+        return to_table()
+
+    def rows(self, query: str, params: Any = None) -> list[dict[str, Any]]:
+        return self.arrow(query, params).to_pylist()
+
+    def scalar(self, query: str, params: Any = None) -> Any:
+        row = self.execute(query, params).fetchone()
+        return None if row is None else row[0]
+
+    def count(self, table: str, round_: int) -> int:
+        return int(self.scalar(sql.COUNT_ROUND[table], [round_]))
+
+    # ---- rounds and models ----------------------------------------------------------------------------
+    def begin_round(self, round_: int, attacker: str, defender: str, scorer: str, config_json: str) -> None:
+        """Record which models and config a round uses; the first call wins, so a resume keeps them."""
+        self.execute(sql.INSERT_ROUND, [round_, attacker, defender, scorer, config_json])
+
+    def round_info(self, round_: int) -> dict[str, Any] | None:
+        row = self.execute(sql.GET_ROUND, [round_]).fetchone()
+        if row is None:
+            return None
+        return dict(zip(("attacker_model", "defender_model", "scorer", "config_json"), row, strict=True))
+
+    def model_for(self, role: str, round_: int) -> str | None:
+        """The newest model of `role` trained on a round before `round_` (what round `round_` plays with)."""
+        return self.scalar(sql.LATEST_MODEL, [role, round_])
+
+
+_PID = re.compile(r"PID (\d+)")
+
+
+def _open_error(path: Path, e: Exception) -> StoreError:
+    text = str(e)
+    if "lock" in text.lower():
+        pid = _PID.search(text)
+        holder = f"process {pid.group(1)}" if pid else "another process"
+        return StoreError(
+            f"run store '{path}' is open for writing by {holder}; wait for it to finish or stop it, then re-run"
+        )
+    if "serializ" in text.lower() or "version" in text.lower():
+        return StoreError(f"'{path}' is not a DuckDB file this DuckDB can read: {_first_line(e)}")
+    return StoreError(f"cannot open run store '{path}': {_first_line(e)}")
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

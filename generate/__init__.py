@@ -1,0 +1,1 @@
+"""The generate room: the attacker writes prompts, the defender answers them (vLLM)."""

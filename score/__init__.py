@@ -1,0 +1,1 @@
+"""The score room: turns (prompt, response) pairs into numbers (reward model or programmatic judge)."""

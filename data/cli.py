@@ -18,7 +18,9 @@ log = logging.getLogger("sparring")
 def base_parser(description: str) -> argparse.ArgumentParser:
     """A parser with the flags every Sparring command shares."""
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--config", default="configs/demo.yaml", help="experiment YAML (default: configs/demo.yaml)")
+    p.add_argument(
+        "--config", default="configs/demo.yaml", help="experiment YAML (default: configs/demo.yaml)"
+    )
     p.add_argument(
         "--set",
         dest="overrides",

@@ -213,23 +213,31 @@ _CHECKS: list[tuple[str, typing.Callable[[Any], bool], str]] = [
 # Loading
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> SparringConfig:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> SparringConfig:
     """Read YAML (or defaults when `path` is None), apply `key.sub=value` overrides, check types and ranges."""
     raw: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise ConfigError(f"config file '{path}' does not exist; expected a YAML file such as configs/demo.yaml")
+            raise ConfigError(
+                f"config file '{path}' does not exist; expected a YAML file such as configs/demo.yaml"
+            )
         try:
             loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise ConfigError(f"config file '{path}' is not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+            raise ConfigError(
+                f"config file '{path}' is not valid YAML{where}: {getattr(e, 'problem', e)}"
+            ) from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
-            raise ConfigError(f"config file '{path}' must hold a mapping of sections, got {type(loaded).__name__}")
+            raise ConfigError(
+                f"config file '{path}' must hold a mapping of sections, got {type(loaded).__name__}"
+            )
         raw = loaded
     for item in overrides:
         _apply_override(raw, item)

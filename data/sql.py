@@ -122,7 +122,9 @@ SET_META = "INSERT OR REPLACE INTO meta VALUES (?, ?)"
 STAGE_DONE = "SELECT count(*) FROM stage_log WHERE round = ? AND stage = ?"
 LOG_STAGE = "INSERT OR REPLACE INTO stage_log (round, stage, rows, seconds, details) VALUES (?, ?, ?, ?, ?)"
 UNLOG_STAGE = "DELETE FROM stage_log WHERE round = ? AND stage = ?"
-STAGE_LOG = "SELECT round, stage, rows, seconds, details, finished_at FROM stage_log ORDER BY round, finished_at"
+STAGE_LOG = (
+    "SELECT round, stage, rows, seconds, details, finished_at FROM stage_log ORDER BY round, finished_at"
+)
 ROUND_STAGES = "SELECT stage FROM stage_log WHERE round = ?"
 INSERT_ROUND = """
 INSERT INTO rounds (round, attacker_model, defender_model, scorer, config_json) VALUES (?, ?, ?, ?, ?)

@@ -47,7 +47,9 @@ class Store:
         self.path = Path(path)
         self.read_only = read_only
         if read_only and not self.path.is_file():
-            raise StoreError(f"run store '{self.path}' does not exist; expected a run directory with {STORE_FILE}")
+            raise StoreError(
+                f"run store '{self.path}' does not exist; expected a run directory with {STORE_FILE}"
+            )
         try:
             if not read_only:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -107,17 +109,22 @@ class Store:
             raise StoreError(f"could not commit to run store '{self.path}': {_first_line(e)}") from None
 
     @contextlib.contextmanager
-    def stage(self, round_: int, stage: str) -> Iterator[StageResult]:
-        """Write a stage's outputs and its log row atomically; the body fills in the `StageResult`."""
+    def stage(self, round_: int, stage: str, started: float | None = None) -> Iterator[StageResult]:
+        """Write a stage's outputs and its log row atomically; the body fills in the `StageResult`.
+
+        `started` is the stage's `time.perf_counter()` at its beginning, so the logged seconds include the
+        compute done before the write.
+        """
         if stage not in sql.STAGES:
             raise StageError(f"unknown stage '{stage}'; expected one of: {', '.join(sql.STAGES)}")
         result = StageResult()
-        start = time.perf_counter()
+        start = time.perf_counter() if started is None else started
         with self.transaction():
             yield result
             seconds = time.perf_counter() - start
             self.con.execute(
-                sql.LOG_STAGE, [round_, stage, result.rows, seconds, json.dumps(result.details, sort_keys=True)]
+                sql.LOG_STAGE,
+                [round_, stage, result.rows, seconds, json.dumps(result.details, sort_keys=True)],
             )
 
     def stage_done(self, round_: int, stage: str) -> bool:
@@ -157,9 +164,10 @@ class Store:
             raise StoreError(f"cannot write run store '{self.path}': {_first_line(e)}") from None
 
     def arrow(self, query: str, params: Any = None) -> pa.Table:
-        result = self.execute(query, params)
-        to_table = getattr(result, "to_arrow_table", None) or result.fetch_arrow_table
-        return to_table()
+        try:
+            return self.con.sql(query, params=params).to_arrow_table()
+        except duckdb.IOException as e:
+            raise StoreError(f"cannot read run store '{self.path}': {_first_line(e)}") from None
 
     def rows(self, query: str, params: Any = None) -> list[dict[str, Any]]:
         return self.arrow(query, params).to_pylist()

@@ -58,7 +58,9 @@ def resolve_model(ref: str, tiny_dir: str | Path, seed: int = 0) -> str:
         return ref
     name = ref[len(TINY_PREFIX) :]
     if name not in TINY_NAMES:
-        raise ModelError(f"unknown tiny model '{ref}'; expected one of: {', '.join('tiny:' + n for n in TINY_NAMES)}")
+        raise ModelError(
+            f"unknown tiny model '{ref}'; expected one of: {', '.join('tiny:' + n for n in TINY_NAMES)}"
+        )
     return str(build_tiny_models(tiny_dir, seed)[name])
 
 
@@ -85,7 +87,9 @@ def build_tiny_models(out: str | Path, seed: int = 0, corpus: list[str] | None =
     policy.generation_config.eos_token_id = ids["eos_token_id"]
     policy.generation_config.pad_token_id = ids["pad_token_id"]
     torch.manual_seed(seed + 1)
-    reward = Qwen2ForSequenceClassification(Qwen2Config(vocab_size=vocab, num_labels=1, **POLICY_SHAPE, **ids))
+    reward = Qwen2ForSequenceClassification(
+        Qwen2Config(vocab_size=vocab, num_labels=1, **POLICY_SHAPE, **ids)
+    )
     for name, model in (("policy", policy), ("reward", reward)):
         model.save_pretrained(paths[name])
         tokenizer.save_pretrained(paths[name])
@@ -122,7 +126,9 @@ def _train_tokenizer(corpus: list[str], vocab_size: int = 2048):
 def _default_corpus() -> list[str]:
     """The seed prompts plus a little plain English: enough for a BPE that splits text sensibly."""
     seeds = Path(__file__).with_name("seeds.jsonl")
-    lines = [json.loads(line)["text"] for line in seeds.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [
+        json.loads(line)["text"] for line in seeds.read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
     filler = (
         "I cannot help with that request because it could cause harm. "
         "Here is a safe and helpful answer to your question. "

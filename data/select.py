@@ -1,0 +1,36 @@
+"""Stage 4, `select`: hard prompts and preference pairs, in SQL over the store (queries in `data.sql`).
+
+- Hard prompts seed the next round. GPO (arXiv 2406.10977) attacks where the defender fails: lowest mean
+  reward. eva (arXiv 2411.00062) evolves the most informative prompts: largest max - min reward gap (its
+  default regret proxy). The paper samples 25% by gap-weighted sampling; we take the deterministic top 25%.
+- Pairs are the best vs the worst response of each prompt (eva's and GPO's DPO data), kept when the best
+  beats the worst strictly and by at least `select.margin`.
+"""
+
+from __future__ import annotations
+
+import time
+
+from data import sql
+from data.config import SelectConfig
+from data.errors import StageError
+from data.store import StageResult, Store
+
+
+def select_round(store: Store, cfg: SelectConfig, round_: int, scorer: str) -> StageResult:
+    started = time.perf_counter()
+    if store.count("scores", round_) == 0:
+        raise StageError(f"round {round_} has no scores; run its score stage first")
+    params = {"round": round_, "scorer": scorer, "strategy": cfg.strategy, "fraction": cfg.hard_fraction}
+    with store.stage(round_, "select", started) as result:
+        store.execute(sql.SELECT_HARD, params)
+        store.execute(sql.SELECT_PAIRS, {"round": round_, "scorer": scorer, "margin": cfg.margin})
+        hard, pairs = store.count("hard_prompts", round_), store.count("pairs", round_)
+        result.rows = hard + pairs
+        result.details = {
+            "hard_prompts": hard,
+            "pairs": pairs,
+            "strategy": cfg.strategy,
+            "margin": cfg.margin,
+        }
+    return result

@@ -1,0 +1,131 @@
+"""`python -m generate.round --round N`: play one round of the game, resuming where it stopped.
+
+attack (attacker writes prompts) -> respond (defender answers N times) -> score (reward model) -> select
+(hard prompts + pairs, SQL). Each stage is committed with its stage-log row in one transaction; stages
+already logged are skipped, so re-running the command resumes. `--force STAGE` redoes STAGE and the
+stages after it (undoing their rows first).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from data import sql
+from data.config import SparringConfig
+from data.errors import StageError
+from data.lineage import players_for_round
+from data.select import select_round
+from data.store import Store
+from generate.attack import attack
+from generate.engine import engines
+from generate.respond import respond
+from score.scorer import build_scorer, scorer_name
+
+log = logging.getLogger(__name__)
+ROUND_STAGES = ("attack", "respond", "score", "select")
+
+
+@dataclass
+class RoundReport:
+    round: int
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def run_round(cfg: SparringConfig, round_: int, force: str | None = None) -> RoundReport:
+    """Run the stages of `round_` that are not yet in the store. Call from under `__main__` (vLLM spawns)."""
+    if round_ < 1:
+        raise StageError(f"--round {round_} is not a round; expected an integer >= 1")
+    if force is not None and force not in ROUND_STAGES:
+        raise StageError(f"--force {force} is not a round stage; expected one of: {', '.join(ROUND_STAGES)}")
+    report = RoundReport(round_)
+    with Store.for_run(cfg.run.dir) as store:
+        if round_ > 1 and not store.stage_done(round_ - 1, "select"):
+            raise StageError(
+                f"round {round_} needs round {round_ - 1} complete, but its select stage is not in the store; "
+                f"run `python -m generate.round --round {round_ - 1}` first"
+            )
+        if force is not None:
+            log.info("round %d: redoing %s", round_, ", ".join(store.reset_from(round_, force)))
+        players = players_for_round(store, cfg, round_)
+        store.begin_round(round_, players.attacker, players.defender, scorer_name(cfg), cfg.to_json())
+        todo = [s for s in ROUND_STAGES if not store.stage_done(round_, s)]
+        report.skipped = [s for s in ROUND_STAGES if s not in todo]
+        if report.skipped:
+            log.info("round %d: already done: %s", round_, ", ".join(report.skipped))
+        with engines(cfg.vllm, cfg.run.seed) as pool:
+            for stage in todo:
+                start = time.perf_counter()
+                if stage == "attack":
+                    attack(store, cfg, round_, pool.get(players.attacker), players.attacker)
+                elif stage == "respond":
+                    respond(store, cfg, round_, pool.get(players.defender), players.defender)
+                    pool.close()  # free vLLM's memory before the reward model loads
+                elif stage == "score":
+                    _score(store, cfg, round_)
+                elif stage == "select":
+                    select_round(store, cfg.select, round_, scorer_name(cfg))
+                report.ran.append(stage)
+                report.seconds[stage] = time.perf_counter() - start
+                log.info("round %d: %s done in %.1fs", round_, stage, report.seconds[stage])
+    return report
+
+
+def _score(store: Store, cfg: SparringConfig, round_: int) -> None:
+    from score.stage import score_round
+
+    scorer = build_scorer(cfg)
+    try:
+        score_round(store, round_, scorer)
+    finally:
+        scorer.close()
+
+
+def summary(cfg: SparringConfig, round_: int) -> str:
+    """A one-screen text summary of a round, read back from the store."""
+    with Store.for_run(cfg.run.dir, read_only=True) as store:
+        counts = {
+            t: store.count(t, round_) for t in ("prompts", "responses", "scores", "hard_prompts", "pairs")
+        }
+        stats = store.rows(
+            "SELECT avg(value) AS mean, min(value) AS min, max(value) AS max, stddev_pop(value) AS std FROM scores WHERE round = ?",
+            [round_],
+        )[0]
+        margin = store.scalar("SELECT avg(margin) FROM pairs WHERE round = ?", [round_])
+        log_rows = [r for r in store.rows(sql.STAGE_LOG) if r["round"] == round_]
+    lines = [f"Sparring round {round_}  ({cfg.run.dir})", ""]
+    lines += [f"  {name:<13}{n:>8}" for name, n in counts.items()]
+    if stats["mean"] is not None:
+        lines += [
+            "",
+            f"  reward  mean {stats['mean']:.4f}  std {stats['std']:.4f}  min {stats['min']:.4f}  max {stats['max']:.4f}",
+        ]
+    if margin is not None:
+        lines.append(f"  pairs   mean margin {margin:.4f}")
+    lines += ["", "  stage         rows   seconds"]
+    lines += [f"  {r['stage']:<13}{r['rows']:>5}{r['seconds']:>10.1f}" for r in log_rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    from data.cli import base_parser, config_from_args, main_guard, setup_logging
+
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--force", choices=ROUND_STAGES, help="redo this stage and the ones after it")
+    args = parser.parse_args()
+    setup_logging(args.verbose)
+
+    def go() -> None:
+        cfg = config_from_args(args)
+        round_ = args.round if args.round is not None else 1
+        run_round(cfg, round_, force=args.force)
+        print(summary(cfg, round_))
+
+    main_guard(go)
+
+
+if __name__ == "__main__":
+    main()

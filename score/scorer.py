@@ -1,0 +1,61 @@
+"""The scorer interface: anything that turns (prompt, response) pairs into one number each.
+
+The reward model (`kind: reward_model`) and the toy world's programmatic judge (`kind: judge`) implement it;
+users plug in their own with `kind: package.module:ClassName` (constructed as `ClassName(cfg)` from a
+`SparringConfig`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Protocol, runtime_checkable
+
+from data.config import SparringConfig
+from data.errors import ConfigError
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """`name` identifies the scorer in the store (scores are keyed by response and scorer)."""
+
+    name: str
+
+    def score(self, prompts: list[str], responses: list[str]) -> list[float]: ...
+
+    def close(self) -> None: ...
+
+
+def build_scorer(cfg: SparringConfig) -> Scorer:
+    kind = cfg.reward.kind
+    if kind == "reward_model":
+        from score.reward_model import RewardModelScorer
+
+        return RewardModelScorer(cfg)
+    if kind == "judge":
+        from score.judge import build_judge  # the toy world's programmatic judge
+
+        return build_judge(cfg)
+    if ":" in kind:
+        module, _, name = kind.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as e:
+            raise ConfigError(
+                f"reward.kind='{kind}' cannot be imported ({e}); expected package.module:ClassName"
+            ) from None
+        scorer = cls(cfg)
+        if not isinstance(scorer, Scorer):
+            raise ConfigError(
+                f"reward.kind='{kind}' is not a Scorer; expected .name, .score(prompts, responses), .close()"
+            )
+        return scorer
+    raise ConfigError(
+        f"reward.kind='{kind}' is unknown; expected reward_model, judge or package.module:ClassName"
+    )
+
+
+def scorer_name(cfg: SparringConfig) -> str:
+    """The name scores are stored under, known without loading the scorer (for selection and resume)."""
+    if cfg.reward.kind == "reward_model":
+        return cfg.reward.model
+    return cfg.reward.kind

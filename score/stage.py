@@ -1,0 +1,38 @@
+"""Stage 3, `score`: every response of the round gets one number from the configured scorer."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+from data import sql
+from data.errors import StageError
+from data.records import ScoreRecord, to_arrow
+from data.store import StageResult, Store
+from score.scorer import Scorer
+
+log = logging.getLogger(__name__)
+
+
+def score_round(store: Store, round_: int, scorer: Scorer) -> StageResult:
+    """Score all responses of `round_` and store them (one transaction, stage `score`)."""
+    started = time.perf_counter()
+    rows = store.rows(sql.ROUND_RESPONSES, [round_])
+    if not rows:
+        raise StageError(f"round {round_} has no responses; run its respond stage first")
+    values = scorer.score([r["prompt"] for r in rows], [r["response"] for r in rows])
+    bad = [(r["response_id"], v) for r, v in zip(rows, values, strict=True) if not math.isfinite(v)]
+    if bad:
+        raise StageError(
+            f"scorer '{scorer.name}' returned {len(bad)} non-finite rewards (first: {bad[0][1]} for response "
+            f"{bad[0][0]}); expected finite numbers. Nothing was stored"
+        )
+    records = [
+        ScoreRecord(r["response_id"], scorer.name, round_, float(v))
+        for r, v in zip(rows, values, strict=True)
+    ]
+    with store.stage(round_, "score", started) as result:
+        result.rows = store.insert("scores", to_arrow(records, ScoreRecord))
+        result.details = {"scorer": scorer.name, **getattr(scorer, "stats", {})}
+    return result

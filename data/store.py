@@ -76,18 +76,18 @@ class Store:
 
     def _migrate(self) -> None:
         try:
-            self.con.execute(sql.SCHEMA)
+            self.con.execute(sql.SCHEMA).fetchall()
         except duckdb.Error as e:
             raise StoreError(f"cannot create tables in run store '{self.path}': {_first_line(e)}") from None
-        if self.con.execute(sql.GET_META, ["schema_version"]).fetchone() is None:
-            self.con.execute(sql.SET_META, ["schema_version", str(sql.SCHEMA_VERSION)])
+        if not self.con.execute(sql.GET_META, ["schema_version"]).fetchall():
+            self.con.execute(sql.SET_META, ["schema_version", str(sql.SCHEMA_VERSION)]).fetchall()
 
     def _check_version(self) -> None:
         try:
-            row = self.con.execute(sql.GET_META, ["schema_version"]).fetchone()
+            rows = self.con.execute(sql.GET_META, ["schema_version"]).fetchall()
         except duckdb.CatalogException:
             raise StoreError(f"'{self.path}' is not a Sparring run store (no meta table)") from None
-        version = int(row[0]) if row else 0
+        version = int(rows[0][0]) if rows else 0
         if version > sql.SCHEMA_VERSION:
             raise StoreError(
                 f"run store '{self.path}' has schema version {version}, newer than this Sparring's "
@@ -97,14 +97,14 @@ class Store:
     # ---- transactions and the stage log ---------------------------------------------------------------
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        self.con.execute("BEGIN TRANSACTION")
+        self.con.execute("BEGIN TRANSACTION").fetchall()
         try:
             yield
         except BaseException:
-            self.con.execute("ROLLBACK")
+            self.con.execute("ROLLBACK").fetchall()
             raise
         try:
-            self.con.execute("COMMIT")
+            self.con.execute("COMMIT").fetchall()
         except duckdb.Error as e:
             raise StoreError(f"could not commit to run store '{self.path}': {_first_line(e)}") from None
 
@@ -131,7 +131,7 @@ class Store:
         return self.scalar(sql.STAGE_DONE, [round_, stage]) > 0
 
     def done_stages(self, round_: int) -> set[str]:
-        return {r[0] for r in self.con.execute(sql.ROUND_STAGES, [round_]).fetchall()}
+        return {r[0] for r in self.execute(sql.ROUND_STAGES, [round_])}
 
     def reset_from(self, round_: int, stage: str) -> list[str]:
         """Undo `stage` and every later stage of `round_` in one transaction; returns the stages undone."""
@@ -141,8 +141,8 @@ class Store:
         with self.transaction():
             for s in undone:
                 for table in sql.STAGE_TABLES[s]:
-                    self.con.execute(sql.DELETE_ROUND_ROWS[table], [round_])
-                self.con.execute(sql.UNLOG_STAGE, [round_, s])
+                    self.execute(sql.DELETE_ROUND_ROWS[table], [round_])
+                self.execute(sql.UNLOG_STAGE, [round_, s])
         return undone
 
     # ---- reads and writes -----------------------------------------------------------------------------
@@ -152,14 +152,15 @@ class Store:
             return 0
         self.con.register("_arrow_batch", rows)
         try:
-            self.con.execute(sql.INSERT_BY_NAME[table])
+            self.execute(sql.INSERT_BY_NAME[table])
         finally:
             self.con.unregister("_arrow_batch")
         return rows.num_rows
 
-    def execute(self, query: str, params: Any = None) -> duckdb.DuckDBPyConnection:
+    def execute(self, query: str, params: Any = None) -> list[tuple]:
+        """Run one statement and drain its result (DuckDB 2 refuses new work while a result is open)."""
         try:
-            return self.con.execute(query, params)
+            return self.con.execute(query, params).fetchall()
         except duckdb.IOException as e:
             raise StoreError(f"cannot write run store '{self.path}': {_first_line(e)}") from None
 
@@ -173,8 +174,8 @@ class Store:
         return self.arrow(query, params).to_pylist()
 
     def scalar(self, query: str, params: Any = None) -> Any:
-        row = self.execute(query, params).fetchone()
-        return None if row is None else row[0]
+        rows = self.execute(query, params)
+        return rows[0][0] if rows else None
 
     def count(self, table: str, round_: int) -> int:
         return int(self.scalar(sql.COUNT_ROUND[table], [round_]))
@@ -185,10 +186,10 @@ class Store:
         self.execute(sql.INSERT_ROUND, [round_, attacker, defender, scorer, config_json])
 
     def round_info(self, round_: int) -> dict[str, Any] | None:
-        row = self.execute(sql.GET_ROUND, [round_]).fetchone()
-        if row is None:
+        rows = self.execute(sql.GET_ROUND, [round_])
+        if not rows:
             return None
-        return dict(zip(("attacker_model", "defender_model", "scorer", "config_json"), row, strict=True))
+        return dict(zip(("attacker_model", "defender_model", "scorer", "config_json"), rows[0], strict=True))
 
     def model_for(self, role: str, round_: int) -> str | None:
         """The newest model of `role` trained on a round before `round_` (what round `round_` plays with)."""

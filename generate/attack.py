@@ -72,7 +72,7 @@ def attack(store: Store, cfg: SparringConfig, round_: int, llm: LLM, attacker_mo
     parents, seeds = _parents(store, cfg, round_)
     n_replay = math.floor(acfg.replay_fraction * acfg.num_prompts)
     n_new = acfg.num_prompts - n_replay
-    seen = {normalise(r[0]) for r in store.execute(sql.ALL_PROMPT_TEXTS).fetchall()}
+    seen = {normalise(r[0]) for r in store.execute(sql.ALL_PROMPT_TEXTS)}
     records: list[PromptRecord] = []
     too_long = dropped = 0
     for attempt in range(acfg.max_attempts):

@@ -1,0 +1,45 @@
+"""Shared fixtures: the tiny models (built once, cached in .sparring/), configs pointed at a temp run dir,
+and helpers to fill a store by hand so selection and training tests need no vLLM."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_DIR = REPO / ".sparring" / "tiny-models"
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_models() -> dict[str, Path]:
+    from data.tiny_models import build_tiny_models
+
+    return build_tiny_models(TINY_DIR)
+
+
+def make_config(run_dir: Path, *overrides: str):
+    """The demo config, pointed at `run_dir`, with the tiny-model cache shared across tests."""
+    from data.config import load_config
+
+    return load_config(
+        REPO / "configs" / "demo.yaml", [f"run.dir={run_dir}", f"run.tiny_models_dir={TINY_DIR}", *overrides]
+    )
+
+
+def run_cli(module: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run a Sparring command the way a user types it (`python -m ...`) from the repo root."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -1,0 +1,70 @@
+"""Config: YAML + dotted overrides into typed dataclasses; every mistake is a one-line ConfigError."""
+
+import pytest
+
+from data.config import SparringConfig, load_config
+from data.errors import ConfigError
+from tests.conftest import REPO
+
+DEMO = REPO / "configs" / "demo.yaml"
+
+
+def test_demo_config_loads_and_overrides_apply():
+    cfg = load_config(DEMO, ["defender.n=8", "select.strategy=eva", "vllm.extra={data_parallel_size: 2}"])
+    assert isinstance(cfg, SparringConfig)
+    assert cfg.defender.n == 8 and cfg.select.strategy == "eva"
+    assert cfg.vllm.extra == {"data_parallel_size": 2}
+    assert cfg.attacker.model == "tiny:policy"
+    assert isinstance(cfg.select.margin, float)
+
+
+def test_config_round_trips_through_json():
+    import json
+
+    cfg = load_config(DEMO)
+    assert json.loads(cfg.to_json())["defender"]["n"] == cfg.defender.n
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["defender.nn=3"], "unknown config key 'defender.nn'"),
+        (["nosection.x=1"], "unknown config key 'nosection'"),
+        (["defender.n=four"], "defender.n='four' has the wrong type; expected an integer"),
+        (["defender.n=1"], "defender.n=1 is out of range; expected an integer >= 2"),
+        (["attacker.num_prompts=0"], "attacker.num_prompts=0 is out of range"),
+        (["attacker.num_prompts=-3"], "attacker.num_prompts=-3 is out of range"),
+        (["select.strategy=random"], "select.strategy='random' is not allowed; expected one of: gpo, eva"),
+        (
+            ["vllm.enforce_eager=maybe"],
+            "vllm.enforce_eager='maybe' has the wrong type; expected true or false",
+        ),
+        (["defender.top_p=.nan"], "defender.top_p=nan is out of range"),
+        (["defender"], "override 'defender' has no '='"),
+        (["defender.n.x=1"], "goes inside 'n', which is not a section"),
+    ],
+)
+def test_bad_overrides_name_the_value(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(DEMO, overrides)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("run:\n  dir: x\n  seed: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"is not valid YAML at line \d+"):
+        load_config(bad)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_top_level_must_be_a_mapping(tmp_path):
+    bad = tmp_path / "list.yaml"
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="must hold a mapping of sections, got list"):
+        load_config(bad)

@@ -125,6 +125,8 @@ class TrainDefenderConfig:
     report_to: str = "none"  # passed to TRL: tensorboard, wandb, ...
     bf16: str = "auto"  # auto = on when the GPU supports it
     save_steps: int = 50  # checkpoints to resume a killed run from
+    spac_smoothing: float = 1.0  # kappa > 0 of SPAC's smoothed pessimism term (see train/losses.py)
+    max_steps: int = -1  # > 0 caps optimizer steps (overrides epochs), e.g. for smoke tests
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,8 @@ class TrainAttackerConfig:
     report_to: str = "none"
     bf16: str = "auto"
     save_steps: int = 50
+    diversity_ngrams: int = 2  # diversity compares word 1..n-grams between the round's prompts
+    max_steps: int = -1  # > 0 caps optimizer steps (overrides epochs)
 
 
 @dataclass(frozen=True)
@@ -286,7 +290,7 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
 
 def _coerce(tp: Any, value: Any, key: str) -> Any:
     origin, args = get_origin(tp), get_args(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build(tp, value, key + ".")
     if origin is Literal:
         if value not in args:

@@ -231,3 +231,142 @@ COUNT_ROUND = {
     name: f"SELECT count(*) FROM {name} WHERE round = ?"
     for name in ("prompts", "responses", "scores", "hard_prompts", "pairs", "attacker_rewards")
 }
+
+# --- export (data.export) ----------------------------------------------------------------------------------
+# One round as the rows of a published dataset, shaped entirely in SQL: conversational columns are DuckDB
+# list-of-struct literals, which arrive in Arrow as list<struct<role, content>>, the message format TRL reads.
+EXPORT_DEFENDER_DPO = """
+SELECT [{'role': 'user', 'content': p.text}] AS prompt,
+       [{'role': 'assistant', 'content': c.text}] AS chosen,
+       [{'role': 'assistant', 'content': r.text}] AS rejected,
+       pr.prompt_id, pr.chosen_id, pr.rejected_id,
+       pr.chosen_reward, pr.rejected_reward, pr.margin, pr.round
+FROM pairs pr
+JOIN prompts p ON p.prompt_id = pr.prompt_id
+JOIN responses c ON c.response_id = pr.chosen_id
+JOIN responses r ON r.response_id = pr.rejected_id
+WHERE pr.round = ? ORDER BY p.idx
+"""
+# The attacker's own prompts (replayed ones have no instruction: nothing to learn from); reward and weight
+# stay NULL until train_attacker has filled attacker_rewards for the round.
+EXPORT_ATTACKER_SFT = """
+SELECT p.instruction, p.text AS prompt,
+       [{'role': 'user', 'content': p.instruction}, {'role': 'assistant', 'content': p.text}] AS messages,
+       a.reward, a.weight, a.failure, a.diversity,
+       p.prompt_id, p.parent_id, p.category, p.mode, p.attacker_model, p.round
+FROM prompts p
+LEFT JOIN attacker_rewards a ON a.round = p.round AND a.prompt_id = p.prompt_id
+WHERE p.round = ? AND p.instruction IS NOT NULL
+ORDER BY p.idx
+"""
+# Every response scored by the round's scorer (the one selection used).
+EXPORT_RESPONSES = """
+SELECT p.text AS prompt, r.text AS response, r.sample_index, s.value AS reward, s.scorer,
+       r.response_id, r.prompt_id, p.category, p.mode, r.finish_reason, r.prompt_tokens, r.completion_tokens,
+       p.attacker_model, r.defender_model, r.round
+FROM responses r
+JOIN prompts p ON p.prompt_id = r.prompt_id
+JOIN rounds rd ON rd.round = r.round
+JOIN scores s ON s.response_id = r.response_id AND s.scorer = rd.scorer
+WHERE r.round = ? ORDER BY p.idx, r.sample_index
+"""
+# What a dataset card says about each round: players, counts, reward statistics (under the round's scorer).
+CARD_ROUNDS = """
+WITH rs AS (
+    SELECT rd.round, count(s.value) AS scored, avg(s.value) AS reward_mean,
+           coalesce(stddev_pop(s.value), 0) AS reward_std, min(s.value) AS reward_min, max(s.value) AS reward_max
+    FROM rounds rd LEFT JOIN scores s ON s.round = rd.round AND s.scorer = rd.scorer
+    GROUP BY rd.round
+),
+ps AS (
+    SELECT round, count(*) AS pairs, avg(margin) AS margin_mean, avg(chosen_reward) AS chosen_mean,
+           avg(rejected_reward) AS rejected_mean
+    FROM pairs GROUP BY round
+),
+pc AS (SELECT round, count(*) AS prompts, count(instruction) AS attacker_prompts FROM prompts GROUP BY round),
+rc AS (SELECT round, count(*) AS responses FROM responses GROUP BY round),
+hc AS (SELECT round, count(*) AS hard_prompts FROM hard_prompts GROUP BY round),
+ac AS (SELECT round, count(*) AS attacker_rewards, avg(reward) AS attacker_reward_mean
+       FROM attacker_rewards GROUP BY round),
+sl AS (SELECT round, details AS select_details FROM stage_log WHERE stage = 'select')
+SELECT rd.round, rd.attacker_model, rd.defender_model, rd.scorer, rd.config_json,
+       CAST(rd.started_at AS VARCHAR) AS started_at,
+       coalesce(pc.prompts, 0) AS prompts, coalesce(pc.attacker_prompts, 0) AS attacker_prompts,
+       coalesce(rc.responses, 0) AS responses, rs.scored, coalesce(hc.hard_prompts, 0) AS hard_prompts,
+       coalesce(ps.pairs, 0) AS pairs, coalesce(ac.attacker_rewards, 0) AS attacker_rewards,
+       rs.reward_mean, rs.reward_std, rs.reward_min, rs.reward_max,
+       ps.margin_mean, ps.chosen_mean, ps.rejected_mean, ac.attacker_reward_mean, sl.select_details
+FROM rounds rd
+JOIN rs USING (round)
+LEFT JOIN ps USING (round) LEFT JOIN pc USING (round) LEFT JOIN rc USING (round)
+LEFT JOIN hc USING (round) LEFT JOIN ac USING (round) LEFT JOIN sl USING (round)
+ORDER BY rd.round
+"""
+CARD_MODELS = """
+SELECT round, role, path, parent, CAST(created_at AS VARCHAR) AS created_at FROM models ORDER BY round, role
+"""
+
+# --- training (train.defender / train.attacker) ------------------------------------------------------------
+MODEL_ROW = """
+SELECT round, role, path, adapter_path, parent, details, created_at FROM models WHERE round = ? AND role = ?
+"""
+ROUND_SCORERS = "SELECT DISTINCT scorer FROM scores WHERE round = ? ORDER BY scorer"
+# The attacker's own prompts of a round (those with an instruction: not seeds, not replays) with the defender's
+# mean reward on them under one scorer; prompts with no scored response are left out.
+ATTACKER_PROMPTS = """
+SELECT p.prompt_id, p.text, p.instruction, avg(s.value) AS mean_reward, count(*) AS responses
+FROM prompts p
+JOIN responses r ON r.prompt_id = p.prompt_id
+JOIN scores s ON s.response_id = r.response_id AND s.scorer = $scorer
+WHERE p.round = $round AND p.instruction IS NOT NULL
+GROUP BY p.prompt_id, p.idx, p.text, p.instruction
+ORDER BY p.idx
+"""
+
+# --- invariants (data.check): each query counts the rows that break one rule -------------------------------
+INVARIANTS = {
+    "every response has a prompt of the same round": """
+        SELECT count(*) FROM responses r LEFT JOIN prompts p USING (prompt_id)
+        WHERE p.prompt_id IS NULL OR p.round <> r.round""",
+    "every score has a response of the same round": """
+        SELECT count(*) FROM scores s LEFT JOIN responses r USING (response_id)
+        WHERE r.response_id IS NULL OR r.round <> s.round""",
+    "every score is finite": "SELECT count(*) FROM scores WHERE NOT isfinite(value)",
+    "every pair is two distinct scored responses of its prompt, chosen above rejected": """
+        SELECT count(*) FROM pairs pr
+        LEFT JOIN responses c ON c.response_id = pr.chosen_id
+        LEFT JOIN responses w ON w.response_id = pr.rejected_id
+        LEFT JOIN scores sc ON sc.response_id = pr.chosen_id AND sc.round = pr.round
+        LEFT JOIN scores sw ON sw.response_id = pr.rejected_id AND sw.round = pr.round
+        WHERE pr.chosen_id = pr.rejected_id OR c.prompt_id IS DISTINCT FROM pr.prompt_id
+           OR w.prompt_id IS DISTINCT FROM pr.prompt_id OR sc.value IS NULL OR sw.value IS NULL
+           OR pr.chosen_reward <= pr.rejected_reward""",
+    "every hard prompt is a prompt of its round": """
+        SELECT count(*) FROM hard_prompts h LEFT JOIN prompts p USING (prompt_id)
+        WHERE p.prompt_id IS NULL OR p.round <> h.round""",
+    "every parent is a prompt of an earlier round": """
+        SELECT count(*) FROM prompts c LEFT JOIN prompts p ON p.prompt_id = c.parent_id
+        WHERE c.parent_id IS NOT NULL AND (p.prompt_id IS NULL OR p.round >= c.round)""",
+    "every attacker reward is a prompt of its round": """
+        SELECT count(*) FROM attacker_rewards a LEFT JOIN prompts p USING (prompt_id)
+        WHERE p.prompt_id IS NULL OR p.round <> a.round OR a.weight < 0""",
+    "no stage output without its stage-log row": """
+        SELECT count(*) FROM (
+            SELECT DISTINCT round, 'attack' AS stage FROM prompts WHERE round > 0
+            UNION SELECT DISTINCT round, 'respond' FROM responses
+            UNION SELECT DISTINCT round, 'score' FROM scores
+            UNION SELECT DISTINCT round, 'select' FROM hard_prompts
+            UNION SELECT DISTINCT round, 'select' FROM pairs
+            UNION SELECT DISTINCT round, 'train_defender' FROM models WHERE role = 'defender'
+            UNION SELECT DISTINCT round, 'train_attacker' FROM models WHERE role = 'attacker'
+        ) o ANTI JOIN stage_log l USING (round, stage)""",
+    "every logged stage's earlier stages are logged": """
+        SELECT count(*) FROM stage_log l
+        WHERE (l.stage IN ('respond', 'score', 'select') AND NOT EXISTS (
+                  SELECT 1 FROM stage_log e WHERE e.round = l.round AND e.stage = 'attack'))
+           OR (l.stage IN ('score', 'select') AND NOT EXISTS (
+                  SELECT 1 FROM stage_log e WHERE e.round = l.round AND e.stage = 'respond'))
+           OR (l.stage = 'select' AND NOT EXISTS (
+                  SELECT 1 FROM stage_log e WHERE e.round = l.round AND e.stage = 'score'))""",
+}
+MODEL_PATHS = "SELECT round, role, path FROM models ORDER BY round, role"

@@ -209,23 +209,25 @@ SELECT $round, prompt_id, $strategy, rank, informativeness, mean_reward, reward_
 FROM ranked WHERE rank <= greatest(1, ceil($fraction * total))
 """
 # Pairs: best vs worst response of each prompt (ties broken by sample index), kept only when the best
-# beats the worst by at least `margin` and strictly (equal rewards carry no preference).
+# beats the worst by at least `margin` and strictly (equal rewards carry no preference), and the best is
+# not an empty answer.
 SELECT_PAIRS = """
 INSERT INTO pairs
 WITH s AS (
-    SELECT r.prompt_id, r.response_id, r.sample_index, sc.value
+    SELECT r.prompt_id, r.response_id, r.sample_index, sc.value, trim(r.text) = '' AS empty
     FROM responses r JOIN scores sc USING (response_id)
     WHERE r.round = $round AND sc.scorer = $scorer
 ),
 ranked AS (
     SELECT *,
-        row_number() OVER (PARTITION BY prompt_id ORDER BY value DESC, sample_index) AS best,
+        -- an empty or whitespace-only answer is never "chosen", whatever the scorer thought of it
+        row_number() OVER (PARTITION BY prompt_id ORDER BY empty, value DESC, sample_index) AS best,
         row_number() OVER (PARTITION BY prompt_id ORDER BY value ASC, sample_index) AS worst
     FROM s
 )
 SELECT $round, c.prompt_id, c.response_id, w.response_id, c.value, w.value, c.value - w.value
 FROM ranked c JOIN ranked w ON c.prompt_id = w.prompt_id AND c.best = 1 AND w.worst = 1
-WHERE c.value > w.value AND c.value - w.value >= $margin
+WHERE c.value > w.value AND c.value - w.value >= $margin AND NOT c.empty
 """
 COUNT_ROUND = {
     name: f"SELECT count(*) FROM {name} WHERE round = ?"

@@ -20,7 +20,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from data import sql
+from data import faults, sql
 from data.errors import StageError, StoreError
 
 log = logging.getLogger(__name__)
@@ -121,6 +121,7 @@ class Store:
         start = time.perf_counter() if started is None else started
         with self.transaction():
             yield result
+            faults.point(f"{stage}:commit")
             seconds = time.perf_counter() - start
             self.con.execute(
                 sql.LOG_STAGE,

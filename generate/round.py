@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from data import sql
 from data.config import SparringConfig
 from data.errors import StageError
-from data.lineage import players_for_round
+from data.lineage import Players, players_for_round
+from data.preflight import check_chat_model, check_reward_model
 from data.select import select_round
 from data.store import Store
+from data.tiny_models import resolve_model
 from generate.attack import attack
 from generate.engine import engines
 from generate.respond import respond
@@ -51,6 +53,7 @@ def run_round(cfg: SparringConfig, round_: int, force: str | None = None) -> Rou
         if force is not None:
             log.info("round %d: redoing %s", round_, ", ".join(store.reset_from(round_, force)))
         players = players_for_round(store, cfg, round_)
+        _preflight(cfg, players, store.done_stages(round_))
         store.begin_round(round_, players.attacker, players.defender, scorer_name(cfg), cfg.to_json())
         todo = [s for s in ROUND_STAGES if not store.stage_done(round_, s)]
         report.skipped = [s for s in ROUND_STAGES if s not in todo]
@@ -72,6 +75,16 @@ def run_round(cfg: SparringConfig, round_: int, force: str | None = None) -> Rou
                 report.seconds[stage] = time.perf_counter() - start
                 log.info("round %d: %s done in %.1fs", round_, stage, report.seconds[stage])
     return report
+
+
+def _preflight(cfg: SparringConfig, players: Players, done: set[str]) -> None:
+    """Fail fast on unusable models, checking only those the remaining stages load."""
+    if "attack" not in done:
+        check_chat_model(players.attacker, "attacker")
+    if "respond" not in done:
+        check_chat_model(players.defender, "defender")
+    if "score" not in done and cfg.reward.kind == "reward_model":
+        check_reward_model(resolve_model(cfg.reward.model, cfg.run.tiny_models_dir))
 
 
 def _score(store: Store, cfg: SparringConfig, round_: int) -> None:

@@ -32,9 +32,11 @@ def make_config(run_dir: Path, *overrides: str):
     )
 
 
-def run_cli(module: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run a Sparring command the way a user types it (`python -m ...`) from the repo root."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def run_cli(
+    module: str, *args: str, timeout: int = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run a Sparring command the way a user types it (`python -m ...`) from the repo root; `env` adds variables."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=REPO,

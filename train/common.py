@@ -1,0 +1,247 @@
+"""What both trainers share: which model to start from, loading it, LoRA, saving adapter + merged model, lineage.
+
+Each trained model lives under `<run.dir>/models/round-N/<role>/`:
+- `adapter/`: the PEFT LoRA adapter (+ tokenizer), small, for inspection or re-merging;
+- `merged/`: the parent with the adapter merged in, plus the tokenizer, which is what round N+1's vLLM loads;
+- `checkpoints/`: the trainer's resumable checkpoints while training runs (removed once the stage is stored).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from data import faults
+from data.config import LoraConfig, SparringConfig
+from data.errors import ConfigError, ModelError
+from data.lineage import base_model
+from data.store import Store
+
+if TYPE_CHECKING:
+    import torch
+    from peft import LoraConfig as PeftLoraConfig
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelPaths:
+    """Where one round's trained model of one role is written."""
+
+    root: Path
+
+    @property
+    def adapter(self) -> Path:
+        return self.root / "adapter"
+
+    @property
+    def merged(self) -> Path:
+        return self.root / "merged"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+
+def model_paths(cfg: SparringConfig, round_: int, role: str) -> ModelPaths:
+    return ModelPaths(Path(cfg.run.dir) / "models" / f"round-{round_}" / role)
+
+
+def parent_model(store: Store, cfg: SparringConfig, role: str, round_: int, start_from: str) -> str:
+    """What training on round N starts from: `last` = the model that played round N (the newest one trained on
+    an earlier round, else the base); `base` = the configured base model."""
+    if start_from == "last":
+        trained = store.model_for(role, round_)
+        if trained is not None:
+            return trained
+    return base_model(cfg, role)
+
+
+def use_bf16(setting: str) -> bool:
+    """`auto` = bf16 when a CUDA GPU supports it (fp32 on CPU); `true` / `false` force it."""
+    value = setting.strip().lower()
+    if value == "auto":
+        import torch
+
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if value in ("true", "false"):
+        return value == "true"
+    raise ConfigError(f"bf16={setting!r} is not allowed; expected one of: auto, true, false")
+
+
+def load_policy(path: str, bf16: bool) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A causal LM and its tokenizer, in bf16 or fp32; the tokenizer must have a chat template (prompts are chats)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if bf16 else torch.float32)
+    except OSError as e:
+        raise ModelError(f"cannot load model '{path}': {str(e).splitlines()[0]}") from None
+    if not tokenizer.chat_template:
+        raise ModelError(f"model '{path}' has no chat template; expected a chat (instruct) model")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def peft_lora_config(lora: LoraConfig) -> PeftLoraConfig:
+    """PEFT's LoraConfig from ours (a fresh adapter each round, merged at the end)."""
+    from peft import LoraConfig as PeftLoraConfig
+
+    return PeftLoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        task_type="CAUSAL_LM",
+    )
+
+
+def save_trained(model: Any, tokenizer: PreTrainedTokenizerBase, paths: ModelPaths) -> None:
+    """Save the LoRA adapter, then merge it into the parent and save the merged model with its tokenizer.
+
+    The merged directory is a plain transformers checkpoint: vLLM loads it with no PEFT involved.
+    """
+    for target in (paths.adapter, paths.merged):
+        if target.exists():
+            shutil.rmtree(target)
+    model.save_pretrained(paths.adapter)
+    tokenizer.save_pretrained(paths.adapter)
+    merged = model.merge_and_unload()
+    merged.save_pretrained(paths.merged)
+    tokenizer.save_pretrained(paths.merged)
+    log.info("saved adapter to %s and merged model to %s", paths.adapter, paths.merged)
+
+
+def fault_callback(stage: str) -> Any:
+    """A `TrainerCallback` calling `data.faults.point("<stage>:step<N>")` after optimizer step N, before that
+    step's checkpoint is saved: the crash/resume tests kill training there (a no-op unless SPARRING_FAULT is set)."""
+    from transformers import TrainerCallback
+
+    class FaultPoint(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            faults.point(f"{stage}:step{state.global_step}")
+
+    return FaultPoint()
+
+
+def last_checkpoint(output_dir: Path) -> str | None:
+    """The newest `checkpoint-*` of a killed run, to resume from (transformers' own lookup)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+
+
+def model_row(round_: int, role: str, paths: ModelPaths, parent: str, details: dict[str, Any]) -> pa.Table:
+    """The `models` row recording which model a round produced and what it was trained from (lineage)."""
+    return pa.table(
+        {
+            "round": pa.array([round_], pa.int64()),
+            "role": [role],
+            "path": [str(paths.merged)],
+            "adapter_path": [str(paths.adapter)],
+            "parent": [parent],
+            "details": [json.dumps(details, sort_keys=True, default=str)],
+        }
+    )
+
+
+def lora_details(lora: LoraConfig) -> dict[str, Any]:
+    return asdict(lora)
+
+
+def messages(role: str, content: pa.Array) -> pa.ListArray:
+    """One single-message chat per row, `[{"role": role, "content": content[i]}]`, built column-wise in Arrow."""
+    content = content.combine_chunks() if isinstance(content, pa.ChunkedArray) else content
+    n = len(content)
+    turns = pa.StructArray.from_arrays(
+        [pa.repeat(pa.scalar(role), n).cast(pa.string()), content.cast(pa.string())],
+        names=["role", "content"],
+    )
+    return pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32)), turns)
+
+
+def completion_logps(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    batch_size: int = 16,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum of log π(completion | chat(prompt)) over the completion's tokens, and the token counts.
+
+    Tokenised as TRL does for conversational data: the user turn with the generation prompt, then the assistant
+    turn; the completion is what follows the common prefix (so the end-of-turn token counts, as in training).
+    """
+    import torch
+
+    from train.losses import token_log_probs
+
+    sums, counts = [], []
+    model.eval()
+    device = next(model.parameters()).device
+    for start in range(0, len(prompts), batch_size):
+        batch_p, batch_c = prompts[start : start + batch_size], completions[start : start + batch_size]
+        rows = [_prompt_completion_ids(tokenizer, p, c) for p, c in zip(batch_p, batch_c, strict=True)]
+        width = max(len(p) + len(c) for p, c in rows)
+        ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        completion = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, (p, c) in enumerate(rows):
+            ids[i, : len(p) + len(c)] = torch.tensor(p + c)
+            mask[i, : len(p) + len(c)] = 1
+            completion[i, len(p) : len(p) + len(c)] = 1
+        ids, mask, completion = ids.to(device), mask.to(device), completion.to(device)
+        with torch.no_grad():
+            logits = model(input_ids=ids, attention_mask=mask).logits
+        logps = token_log_probs(logits[:, :-1], ids[:, 1:]) * completion[:, 1:]
+        sums.append(logps.sum(dim=1).cpu())
+        counts.append(completion[:, 1:].sum(dim=1).cpu())
+    return torch.cat(sums), torch.cat(counts)
+
+
+def _prompt_completion_ids(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, completion: str
+) -> tuple[list[int], list[int]]:
+    user = [{"role": "user", "content": prompt}]
+    prompt_ids = _ids(tokenizer.apply_chat_template(user, add_generation_prompt=True, tokenize=True))
+    full_ids = _ids(
+        tokenizer.apply_chat_template(user + [{"role": "assistant", "content": completion}], tokenize=True)
+    )
+    split = common_prefix_length(prompt_ids, full_ids)
+    return full_ids[:split], full_ids[split:]
+
+
+def prompt_completion_ids(
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], completions: Sequence[str]
+) -> dict[str, list[list[int]]]:
+    """Batched chat tokenisation for a `datasets.map(batched=True)`: prompt ids and completion ids per row."""
+    pairs = [_prompt_completion_ids(tokenizer, p, c) for p, c in zip(prompts, completions, strict=True)]
+    return {"prompt_ids": [p for p, _ in pairs], "completion_ids": [c for _, c in pairs]}
+
+
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _ids(out: Any) -> list[int]:
+    """`apply_chat_template(tokenize=True)` returns a list or, in newer transformers, a BatchEncoding."""
+    if hasattr(out, "keys"):
+        out = out["input_ids"]
+    return list(out)

@@ -1,0 +1,249 @@
+"""`python -m train.defender --round N`: DPO the defender on round N's best-vs-worst pairs (TRL + PEFT LoRA).
+
+Reads the round's pairs from the store into a conversational preference `datasets.Dataset`, trains a fresh
+LoRA adapter on the model that played round N (`start_from: last`) or on the base (`start_from: base`) with
+TRL's `DPOTrainer`, the reference being that same model with the adapter disabled (no second copy of the
+weights). Losses (`train_defender.loss`):
+- `sigmoid`: DPO (Rafailov et al., arXiv 2305.18290); eva trains its solver this way (arXiv 2411.00062);
+- `ipo`: IPO (Azar et al., arXiv 2310.12036), TRL's length-normalised form;
+- `spac`: DPO plus SPAC's pessimism term (Ji et al., arXiv 2406.04274), see `train.losses.spac_loss`.
+The adapter and the merged model are saved under `<run.dir>/models/round-N/defender/` and recorded in the
+`models` table with their parent, in one transaction with the stage-log row; round N+1 then plays with it.
+A logged stage is skipped (`--force` redoes it); a killed run resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from typing import Any
+
+import pyarrow as pa
+import torch
+
+from data import sql
+from data.config import SparringConfig
+from data.errors import ConfigError, StageError
+from data.store import Store
+from train.common import (
+    fault_callback,
+    last_checkpoint,
+    load_policy,
+    lora_details,
+    messages,
+    model_paths,
+    model_row,
+    parent_model,
+    peft_lora_config,
+    save_trained,
+    use_bf16,
+)
+from train.losses import spac_pessimism
+
+log = logging.getLogger(__name__)
+
+STAGE = "train_defender"
+
+
+def preference_dataset(pairs: pa.Table) -> Any:
+    """TRL's conversational preference format, built column-wise in Arrow from `sql.ROUND_PAIRS` rows:
+    prompt = [user turn], chosen / rejected = [assistant turn]."""
+    from datasets import Dataset
+
+    table = pa.table(
+        {
+            "prompt": messages("user", pairs.column("prompt")),
+            "chosen": messages("assistant", pairs.column("chosen")),
+            "rejected": messages("assistant", pairs.column("rejected")),
+        }
+    )
+    return Dataset(table)
+
+
+def _spac_trainer_class() -> type:
+    """Built lazily so importing this module does not import TRL."""
+    from trl import DPOTrainer
+
+    class SPACTrainer(DPOTrainer):
+        """`DPOTrainer` with `loss_type="sigmoid"` plus λ × SPAC's pessimism term on the rejected response.
+
+        TRL 1.16 computes the policy and reference log-probabilities inside `_compute_loss` and has no loss hook,
+        so a forward hook on the model records the per-token log-probs TRL's own passes return (the policy pass
+        first, then the reference pass with the adapter disabled, unless the reference log-probs were
+        precomputed). The sequence log-probs are summed exactly as TRL sums them, and `spac_pessimism` is added to
+        TRL's DPO loss: the total is `train.losses.spac_loss`.
+        """
+
+        def __init__(self, *args: Any, spac_lambda: float, spac_smoothing: float, **kwargs: Any):
+            super().__init__(*args, **kwargs)
+            self.spac_lambda = spac_lambda
+            self.spac_smoothing = spac_smoothing
+
+        def _compute_loss(self, model, inputs, return_outputs):
+            passes: list[torch.Tensor] = []
+
+            def record(module, args, kwargs, output):
+                if kwargs.get("fused_lm_head"):
+                    passes.append(output.log_probs)
+
+            handle = self.accelerator.unwrap_model(model).register_forward_hook(record, with_kwargs=True)
+            try:
+                result = super()._compute_loss(model, inputs, return_outputs)
+            finally:
+                handle.remove()
+            expected = 1 if self.precompute_ref_logps else 2
+            if len(passes) != expected or self.ld_alpha is not None:
+                raise RuntimeError(
+                    f"SPAC hook saw {len(passes)} fused forward passes, expected {expected} (policy, reference); "
+                    "this TRL version computes DPO differently, pin trl==1.16 or use loss=sigmoid"
+                )
+            seq_len = inputs["completion_mask"].size(1) - 1
+            _, policy_rejected = passes[0][:, -seq_len:].sum(dim=1).chunk(2, dim=0)
+            if self.precompute_ref_logps:
+                ref_rejected = inputs["ref_rejected_logps"]
+            else:
+                _, ref_rejected = passes[1][:, -seq_len:].sum(dim=1).chunk(2, dim=0)
+            pessimism = spac_pessimism(policy_rejected, ref_rejected.detach(), self.beta, self.spac_smoothing)
+            mode = "train" if self.model.training else "eval"
+            self._metrics[mode]["spac/pessimism"].append(pessimism.item())
+            if return_outputs:
+                loss, outputs = result
+                return loss + self.spac_lambda * pessimism, outputs
+            return result + self.spac_lambda * pessimism
+
+    return SPACTrainer
+
+
+def train_defender(cfg: SparringConfig, round_: int, force: bool = False) -> dict[str, Any]:
+    """Train, save and record round `round_`'s defender; returns its `models` row (existing one if done)."""
+    tcfg = cfg.train_defender
+    if round_ < 1:
+        raise StageError(f"--round {round_} is not a round; expected an integer >= 1")
+    if tcfg.spac_smoothing <= 0:
+        raise ConfigError(
+            f"train_defender.spac_smoothing={tcfg.spac_smoothing!r} is out of range; expected a number > 0"
+        )
+    paths = model_paths(cfg, round_, "defender")
+    # Read everything, then close the store: training can take hours and must not hold DuckDB's write lock.
+    with Store.for_run(cfg.run.dir) as store:
+        if store.stage_done(round_, STAGE) and not force:
+            log.info("round %d: %s already done; --force to redo", round_, STAGE)
+            return _stored_model(store, round_)
+        if not store.stage_done(round_, "select"):
+            raise StageError(
+                f"round {round_} has no select stage in the store; run `python -m generate.round --round {round_}` first"
+            )
+        pairs = store.arrow(sql.ROUND_PAIRS, [round_])
+        if pairs.num_rows == 0:
+            raise StageError(
+                f"round {round_} has 0 preference pairs (every prompt's responses tied or missed select.margin); "
+                "expected at least one pair to train the defender"
+            )
+        if force:
+            log.info("round %d: redoing %s", round_, ", ".join(store.reset_from(round_, STAGE)))
+            shutil.rmtree(paths.root, ignore_errors=True)
+        parent = parent_model(store, cfg, "defender", round_, tcfg.start_from)
+
+    started = time.perf_counter()
+    log.info(
+        "round %d: training the defender from %s on %d pairs (%s)", round_, parent, pairs.num_rows, tcfg.loss
+    )
+    metrics = _fit(cfg, parent, preference_dataset(pairs), paths)
+    details = {
+        "loss": tcfg.loss,
+        "beta": tcfg.beta,
+        "spac_lambda": tcfg.spac_lambda if tcfg.loss == "spac" else None,
+        "spac_smoothing": tcfg.spac_smoothing if tcfg.loss == "spac" else None,
+        "pairs": pairs.num_rows,
+        "start_from": tcfg.start_from,
+        "lora": lora_details(tcfg.lora),
+        **metrics,
+    }
+    with Store.for_run(cfg.run.dir) as store:
+        with store.stage(round_, STAGE, started) as result:
+            result.rows = store.insert("models", model_row(round_, "defender", paths, parent, details))
+            result.details = {"parent": parent, "path": str(paths.merged), **details}
+        row = _stored_model(store, round_)
+    shutil.rmtree(paths.checkpoints, ignore_errors=True)
+    return row
+
+
+def _fit(cfg: SparringConfig, parent: str, dataset: Any, paths: Any) -> dict[str, Any]:
+    """DPOTrainer (or SPACTrainer) with a fresh LoRA on `parent`; saves adapter + merged model."""
+    from trl import DPOConfig, DPOTrainer
+
+    tcfg = cfg.train_defender
+    bf16 = use_bf16(tcfg.bf16)
+    model, tokenizer = load_policy(parent, bf16)
+    args = DPOConfig(
+        output_dir=str(paths.checkpoints),
+        loss_type=["ipo" if tcfg.loss == "ipo" else "sigmoid"],
+        beta=tcfg.beta,
+        learning_rate=tcfg.learning_rate,
+        num_train_epochs=tcfg.epochs,
+        max_steps=tcfg.max_steps,
+        per_device_train_batch_size=tcfg.batch_size,
+        gradient_accumulation_steps=tcfg.grad_accum,
+        max_length=tcfg.max_length,
+        lr_scheduler_type=tcfg.lr_scheduler,
+        warmup_steps=tcfg.warmup_ratio,  # transformers reads a value < 1 as a fraction of the steps
+        gradient_checkpointing=tcfg.gradient_checkpointing,
+        precompute_ref_log_probs=tcfg.precompute_ref_log_probs,
+        bf16=bf16,
+        report_to=tcfg.report_to,
+        save_steps=tcfg.save_steps,
+        save_total_limit=2,
+        seed=cfg.run.seed,
+        logging_steps=max(1, min(10, tcfg.save_steps)),
+    )
+    trainer_cls: type = DPOTrainer
+    extra: dict[str, Any] = {}
+    if tcfg.loss == "spac":
+        trainer_cls = _spac_trainer_class()
+        extra = {"spac_lambda": tcfg.spac_lambda, "spac_smoothing": tcfg.spac_smoothing}
+    trainer = trainer_cls(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_lora_config(tcfg.lora),
+        callbacks=[fault_callback(STAGE)],
+        **extra,
+    )
+    resume = last_checkpoint(paths.checkpoints)
+    if resume:
+        log.info("resuming from %s", resume)
+    output = trainer.train(resume_from_checkpoint=resume)
+    save_trained(trainer.model, tokenizer, paths)
+    history = [h for h in trainer.state.log_history if "loss" in h]
+    return {
+        "steps": trainer.state.global_step,
+        "train_loss": output.training_loss,
+        "last_log": history[-1] if history else {},
+    }
+
+
+def _stored_model(store: Store, round_: int) -> dict[str, Any]:
+    rows = store.rows(sql.MODEL_ROW, [round_, "defender"])
+    return rows[0] if rows else {}
+
+
+def main() -> None:
+    from data.cli import base_parser, config_from_args, main_guard, setup_logging
+
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--force", action="store_true", help="retrain even if the stage is in the store")
+    args = parser.parse_args()
+    setup_logging(args.verbose)
+
+    def go() -> None:
+        cfg = config_from_args(args)
+        row = train_defender(cfg, args.round if args.round is not None else 1, force=args.force)
+        print(f"defender of round {row['round']}: {row['path']} (from {row['parent']})")
+
+    main_guard(go)
+
+
+if __name__ == "__main__":
+    main()

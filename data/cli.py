@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import typing
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -15,9 +16,21 @@ T = TypeVar("T")
 log = logging.getLogger("sparring")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one `sparring: error:` line (exit 2) like every other input mistake.
+
+    argparse's default prints the whole usage block first; users and scripts grepping stderr get the same
+    one-line shape as `SparringError`s instead, with a pointer to `--help`.
+    """
+
+    def error(self, message: str) -> typing.NoReturn:
+        print(f"sparring: error: {message}; see {self.prog} --help", file=sys.stderr)
+        sys.exit(2)
+
+
 def base_parser(description: str) -> argparse.ArgumentParser:
     """A parser with the flags every Sparring command shares."""
-    p = argparse.ArgumentParser(description=description)
+    p = OneLineParser(description=description)
     p.add_argument(
         "--config", default="configs/demo.yaml", help="experiment YAML (default: configs/demo.yaml)"
     )

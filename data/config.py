@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -190,8 +191,14 @@ _CHECKS: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("attacker.replay_fraction", lambda v: 0 <= v < 1, "a number in [0, 1)"),
     ("defender.n", lambda v: v >= 2, "an integer >= 2 (pairs need two responses per prompt)"),
     ("defender.max_tokens", lambda v: v > 0, "an integer > 0"),
-    ("defender.temperature", lambda v: v >= 0, "a number >= 0"),
+    # vLLM refuses greedy sampling (temperature 0) with n > 1, and n >= 2 always here
+    ("defender.temperature", lambda v: v > 0, "a number > 0 (n >= 2 samples need sampling, not greedy)"),
     ("defender.top_p", lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    (
+        "reward.kind",
+        lambda v: v in ("reward_model", "judge") or _is_import_ref(v),
+        "reward_model, judge or package.module:ClassName",
+    ),
     ("reward.batch_tokens", lambda v: v > 0, "an integer > 0"),
     ("reward.max_length", lambda v: v > 0, "an integer > 0"),
     ("select.hard_fraction", lambda v: 0 < v <= 1, "a number in (0, 1]"),
@@ -250,7 +257,26 @@ def load_config(
         value = _get(cfg, key)
         if isinstance(value, float) and not math.isfinite(value) or not ok(value):
             raise ConfigError(f"{key}={value!r} is out of range; expected {expected}")
+    _check_across(cfg)
     return cfg
+
+
+def _is_import_ref(kind: str) -> bool:
+    module, _, name = kind.partition(":")
+    return bool(module) and name.isidentifier() and all(p.isidentifier() for p in module.split("."))
+
+
+def _check_across(cfg: SparringConfig) -> None:
+    """Rules that tie two keys together, checked here so they fail before any engine loads (minutes)."""
+    a = cfg.attacker
+    # each attack request asks for n samples (gpo: samples_per_parent; eva: half per template, see
+    # generate.attack._requests), and vLLM refuses greedy sampling with n > 1
+    per_request = a.samples_per_parent if a.mode == "gpo" else math.ceil(a.samples_per_parent / 2)
+    if a.temperature == 0 and per_request > 1:
+        raise ConfigError(
+            f"attacker.temperature=0.0 with attacker.samples_per_parent={a.samples_per_parent} is refused; "
+            "expected temperature > 0 (greedy sampling repeats one text) or one sample per request"
+        )
 
 
 def _apply_override(raw: dict[str, Any], item: str) -> None:
@@ -288,6 +314,11 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     return cls(**kwargs)
 
 
+# PyYAML follows YAML 1.1, where `1e-4` (no dot) is a string, not a float; users write learning rates that
+# way all the time, so a float field accepts exactly that form instead of calling it the wrong type.
+_EXPONENT_FLOAT = re.compile(r"[-+]?\d+[eE][-+]?\d+")
+
+
 def _coerce(tp: Any, value: Any, key: str) -> Any:
     origin, args = get_origin(tp), get_args(tp)
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
@@ -310,6 +341,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"{key}={value!r} has the wrong type; expected an integer")
         return value
     if tp is float:
+        if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
+            return float(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key}={value!r} has the wrong type; expected a number")
         return float(value)

@@ -14,5 +14,10 @@ ENV = "SPARRING_FAULT"
 
 
 def point(name: str) -> None:
-    if os.environ.get(ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+    """SIGKILL this process, and its whole process group when it leads one (vLLM's engine-core children die with
+    it, as they do when a scheduler pre-empts the job; orphans would otherwise hold the GPU and the pipes)."""
+    if os.environ.get(ENV) != name:
+        return
+    if os.getpgrp() == os.getpid():
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -106,7 +106,11 @@ class Store:
         try:
             self.con.execute("COMMIT").fetchall()
         except duckdb.Error as e:
-            raise StoreError(f"could not commit to run store '{self.path}': {_first_line(e)}") from None
+            # A failed COMMIT (disk full, I/O error) leaves nothing of the transaction in the store.
+            raise StoreError(
+                f"could not commit to run store '{self.path}': {_first_line(e)}; nothing of this step was "
+                "stored; expected a writable disk with free space, then re-run"
+            ) from None
 
     @contextlib.contextmanager
     def stage(self, round_: int, stage: str, started: float | None = None) -> Iterator[StageResult]:

@@ -17,13 +17,14 @@ from data.config import SparringConfig
 from data.errors import StageError
 from data.lineage import Players, players_for_round
 from data.preflight import check_chat_model, check_reward_model
+from data.prompts import load_seed_file
 from data.select import select_round
 from data.store import Store
 from data.tiny_models import resolve_model
 from generate.attack import attack
 from generate.engine import engines
 from generate.respond import respond
-from score.scorer import build_scorer, scorer_name
+from score.scorer import build_scorer, scorer_class, scorer_name
 
 log = logging.getLogger(__name__)
 ROUND_STAGES = ("attack", "respond", "score", "select")
@@ -50,10 +51,15 @@ def run_round(cfg: SparringConfig, round_: int, force: str | None = None) -> Rou
                 f"round {round_} needs round {round_ - 1} complete, but its select stage is not in the store; "
                 f"run `python -m generate.round --round {round_ - 1}` first"
             )
+        # Preflight checks what will run *before* --force deletes anything, so a bad model or seed file
+        # fails with the store as it was.
+        done = store.done_stages(round_)
+        if force is not None:
+            done -= set(ROUND_STAGES[ROUND_STAGES.index(force) :])
+        players = players_for_round(store, cfg, round_)
+        _preflight(cfg, round_, players, done)
         if force is not None:
             log.info("round %d: redoing %s", round_, ", ".join(store.reset_from(round_, force)))
-        players = players_for_round(store, cfg, round_)
-        _preflight(cfg, players, store.done_stages(round_))
         store.begin_round(round_, players.attacker, players.defender, scorer_name(cfg), cfg.to_json())
         todo = [s for s in ROUND_STAGES if not store.stage_done(round_, s)]
         report.skipped = [s for s in ROUND_STAGES if s not in todo]
@@ -70,21 +76,36 @@ def run_round(cfg: SparringConfig, round_: int, force: str | None = None) -> Rou
                 elif stage == "score":
                     _score(store, cfg, round_)
                 elif stage == "select":
-                    select_round(store, cfg.select, round_, scorer_name(cfg))
+                    selected = select_round(store, cfg.select, round_, scorer_name(cfg))
+                    if not selected.details["pairs"]:
+                        log.warning(
+                            "round %d: 0 pairs: no prompt's best response beats its worst by more than "
+                            "select.margin=%g (identical or tied responses give no pair)",
+                            round_,
+                            cfg.select.margin,
+                        )
                 report.ran.append(stage)
                 report.seconds[stage] = time.perf_counter() - start
                 log.info("round %d: %s done in %.1fs", round_, stage, report.seconds[stage])
     return report
 
 
-def _preflight(cfg: SparringConfig, players: Players, done: set[str]) -> None:
-    """Fail fast on unusable models, checking only those the remaining stages load."""
+def _preflight(cfg: SparringConfig, round_: int, players: Players, done: set[str]) -> None:
+    """Fail fast on unusable models and seed files, checking only what the remaining stages read.
+
+    The attack stage reads the seed file only after its vLLM engine has loaded (a minute on CPU), so a
+    missing or malformed seed file is caught here instead.
+    """
     if "attack" not in done:
+        if round_ == 1:
+            load_seed_file(cfg.attacker.seed_file)
         check_chat_model(players.attacker, "attacker")
     if "respond" not in done:
         check_chat_model(players.defender, "defender")
     if "score" not in done and cfg.reward.kind == "reward_model":
         check_reward_model(resolve_model(cfg.reward.model, cfg.run.tiny_models_dir))
+    if "score" not in done and ":" in cfg.reward.kind:
+        scorer_class(cfg.reward.kind)  # a typo in a custom scorer fails now, not after respond
 
 
 def _score(store: Store, cfg: SparringConfig, round_: int) -> None:

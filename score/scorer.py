@@ -36,14 +36,7 @@ def build_scorer(cfg: SparringConfig) -> Scorer:
 
         return build_judge(cfg)
     if ":" in kind:
-        module, _, name = kind.partition(":")
-        try:
-            cls = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError) as e:
-            raise ConfigError(
-                f"reward.kind='{kind}' cannot be imported ({e}); expected package.module:ClassName"
-            ) from None
-        scorer = cls(cfg)
+        scorer = scorer_class(kind)(cfg)
         if not isinstance(scorer, Scorer):
             raise ConfigError(
                 f"reward.kind='{kind}' is not a Scorer; expected .name, .score(prompts, responses), .close()"
@@ -52,6 +45,20 @@ def build_scorer(cfg: SparringConfig) -> Scorer:
     raise ConfigError(
         f"reward.kind='{kind}' is unknown; expected reward_model, judge or package.module:ClassName"
     )
+
+
+def scorer_class(kind: str) -> type:
+    """The class named by `package.module:ClassName`; importing it is cheap, so preflight does it too."""
+    module, _, name = kind.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(
+            f"reward.kind='{kind}' cannot be imported ({e}); expected package.module:ClassName"
+        ) from None
+    if not isinstance(cls, type):
+        raise ConfigError(f"reward.kind='{kind}' is not a class; expected package.module:ClassName")
+    return cls
 
 
 def scorer_name(cfg: SparringConfig) -> str:

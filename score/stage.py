@@ -21,7 +21,18 @@ def score_round(store: Store, round_: int, scorer: Scorer) -> StageResult:
     rows = store.rows(sql.ROUND_RESPONSES, [round_])
     if not rows:
         raise StageError(f"round {round_} has no responses; run its respond stage first")
-    values = scorer.score([r["prompt"] for r in rows], [r["response"] for r in rows])
+    # Identical (prompt, response) rows are scored once and share the value: a batched forward pass can
+    # differ in the last bits between copies (padding, kernel blocking), which would turn identical answers
+    # into a "preference" pair in select. It also saves the compute of the copies.
+    unique = list(dict.fromkeys((r["prompt"], r["response"]) for r in rows))
+    scored = scorer.score([p for p, _ in unique], [t for _, t in unique])
+    if len(scored) != len(unique):
+        raise StageError(
+            f"scorer '{scorer.name}' returned {len(scored)} rewards for {len(unique)} responses; expected one "
+            "per response. Nothing was stored"
+        )
+    by_row = dict(zip(unique, scored, strict=True))
+    values = [by_row[(r["prompt"], r["response"])] for r in rows]
     bad = [(r["response_id"], v) for r, v in zip(rows, values, strict=True) if not math.isfinite(v)]
     if bad:
         raise StageError(

@@ -44,4 +44,5 @@ def run_cli(
         capture_output=True,
         text=True,
         timeout=timeout,
+        start_new_session=True,  # its own process group, so a fault-injected SIGKILL takes vLLM's children too
     )

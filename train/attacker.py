@@ -46,6 +46,8 @@ from train.common import (
     peft_lora_config,
     prompt_completion_ids,
     save_trained,
+    stored_model,
+    trainer_cli,
     use_bf16,
 )
 from train.losses import token_log_probs, weighted_nll
@@ -181,7 +183,7 @@ def train_attacker(cfg: SparringConfig, round_: int, force: bool = False) -> dic
     with Store.for_run(cfg.run.dir) as store:
         if store.stage_done(round_, STAGE) and not force:
             log.info("round %d: %s already done; --force to redo", round_, STAGE)
-            return _stored_model(store, round_)
+            return stored_model(store, round_, "attacker")
         if not store.stage_done(round_, "select"):
             raise StageError(
                 f"round {round_} has no select stage in the store; run `python -m generate.round --round {round_}` first"
@@ -241,7 +243,7 @@ def train_attacker(cfg: SparringConfig, round_: int, force: bool = False) -> dic
             result.rows = store.insert("attacker_rewards", reward_rows)
             store.insert("models", model_row(round_, "attacker", paths, parent, details))
             result.details = {"parent": parent, "path": str(paths.merged), **details}
-        row = _stored_model(store, round_)
+        row = stored_model(store, round_, "attacker")
     shutil.rmtree(paths.checkpoints, ignore_errors=True)
     return row
 
@@ -316,25 +318,8 @@ def _round_scorer(store: Store, round_: int) -> str:
     return scorers[0]
 
 
-def _stored_model(store: Store, round_: int) -> dict[str, Any]:
-    rows = store.rows(sql.MODEL_ROW, [round_, "attacker"])
-    return rows[0] if rows else {}
-
-
 def main() -> None:
-    from data.cli import base_parser, config_from_args, main_guard, setup_logging
-
-    parser = base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--force", action="store_true", help="retrain even if the stage is in the store")
-    args = parser.parse_args()
-    setup_logging(args.verbose)
-
-    def go() -> None:
-        cfg = config_from_args(args)
-        row = train_attacker(cfg, args.round if args.round is not None else 1, force=args.force)
-        print(f"attacker of round {row['round']}: {row['path']} (from {row['parent']})")
-
-    main_guard(go)
+    trainer_cli(__doc__ or "", "attacker", train_attacker)
 
 
 if __name__ == "__main__":

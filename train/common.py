@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from data import faults
+from data import faults, sql
 from data.config import LoraConfig, SparringConfig
 from data.errors import ConfigError, ModelError
 from data.lineage import base_model
@@ -245,3 +245,25 @@ def _ids(out: Any) -> list[int]:
     if hasattr(out, "keys"):
         out = out["input_ids"]
     return list(out)
+
+
+def stored_model(store: Store, round_: int, role: str) -> dict[str, Any]:
+    """The `models` row of `role` trained on `round_` ({} if none)."""
+    rows = store.rows(sql.MODEL_ROW, [round_, role])
+    return rows[0] if rows else {}
+
+
+def trainer_cli(doc: str, role: str, train: Callable[[SparringConfig, int, bool], dict[str, Any]]) -> None:
+    """The `python -m train.<role>` command: config + `--round` + `--force`, one line naming the saved model."""
+    from data.cli import base_parser, config_from_args, main_guard, setup_logging
+
+    parser = base_parser(doc.splitlines()[0])
+    parser.add_argument("--force", action="store_true", help="retrain even if the stage is in the store")
+    args = parser.parse_args()
+    setup_logging(args.verbose)
+
+    def go() -> None:
+        row = train(config_from_args(args), args.round if args.round is not None else 1, args.force)
+        print(f"{role} of round {row['round']}: {row['path']} (from {row['parent']})")
+
+    main_guard(go)

@@ -37,6 +37,8 @@ from train.common import (
     parent_model,
     peft_lora_config,
     save_trained,
+    stored_model,
+    trainer_cli,
     use_bf16,
 )
 from train.losses import spac_pessimism
@@ -129,7 +131,7 @@ def train_defender(cfg: SparringConfig, round_: int, force: bool = False) -> dic
     with Store.for_run(cfg.run.dir) as store:
         if store.stage_done(round_, STAGE) and not force:
             log.info("round %d: %s already done; --force to redo", round_, STAGE)
-            return _stored_model(store, round_)
+            return stored_model(store, round_, "defender")
         if not store.stage_done(round_, "select"):
             raise StageError(
                 f"round {round_} has no select stage in the store; run `python -m generate.round --round {round_}` first"
@@ -164,7 +166,7 @@ def train_defender(cfg: SparringConfig, round_: int, force: bool = False) -> dic
         with store.stage(round_, STAGE, started) as result:
             result.rows = store.insert("models", model_row(round_, "defender", paths, parent, details))
             result.details = {"parent": parent, "path": str(paths.merged), **details}
-        row = _stored_model(store, round_)
+        row = stored_model(store, round_, "defender")
     shutil.rmtree(paths.checkpoints, ignore_errors=True)
     return row
 
@@ -224,25 +226,8 @@ def _fit(cfg: SparringConfig, parent: str, dataset: Any, paths: Any) -> dict[str
     }
 
 
-def _stored_model(store: Store, round_: int) -> dict[str, Any]:
-    rows = store.rows(sql.MODEL_ROW, [round_, "defender"])
-    return rows[0] if rows else {}
-
-
 def main() -> None:
-    from data.cli import base_parser, config_from_args, main_guard, setup_logging
-
-    parser = base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--force", action="store_true", help="retrain even if the stage is in the store")
-    args = parser.parse_args()
-    setup_logging(args.verbose)
-
-    def go() -> None:
-        cfg = config_from_args(args)
-        row = train_defender(cfg, args.round if args.round is not None else 1, force=args.force)
-        print(f"defender of round {row['round']}: {row['path']} (from {row['parent']})")
-
-    main_guard(go)
+    trainer_cli(__doc__ or "", "defender", train_defender)
 
 
 if __name__ == "__main__":

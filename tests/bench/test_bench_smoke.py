@@ -1,0 +1,33 @@
+"""The cheapest bench (store ingest, no round) at a tiny size: it runs as a user types it and writes the JSON
+every bench writes. The other benches load vLLM or train models: they are run by hand, not as unit tests."""
+
+from __future__ import annotations
+
+import json
+
+from bench.common import RESULT_KEYS
+from tests.conftest import run_cli
+
+
+def test_store_bench_writes_the_common_json(tmp_path):
+    proc = run_cli(
+        "bench.store", "--no-round", "--rows", "400", "--repeats", "1", "--out", str(tmp_path), timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "store ingest" in proc.stdout  # the table is printed
+
+    files = list(tmp_path.glob("store-*.json"))
+    assert len(files) == 1
+    result = json.loads(files[0].read_text())
+    assert tuple(result) == RESULT_KEYS
+    assert result["bench"] == "store"
+    assert result["params"]["rows"] == 400 and result["params"]["round"] is False
+    assert {"platform", "python", "cpu", "packages"} <= set(result["machine"])
+    assert "duckdb" in result["machine"]["packages"]
+    methods = [r["method"] for r in result["rows"]]
+    assert methods == ["duckdb INSERT…SELECT", "ours: store.insert", "ours: records→arrow→insert"]
+    for row in result["rows"]:
+        assert row["rows"] == 400 and row["seconds"] > 0 and row["rows_per_s"] > 0
+    assert result["rows"][0]["vs_duckdb"] == 1.0
+    assert result["summary"]["ingest_vs_duckdb"] == result["rows"][1]["vs_duckdb"]
+    assert set(result["summary"]["met"]) == {"ingest_vs_duckdb"}

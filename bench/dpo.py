@@ -8,8 +8,8 @@ same synthetic preference pairs (`--prompt-tokens` + `--response-tokens` per sid
 steps of `--batch` pairs:
 - `trl default`: `DPOTrainer` + `DPOConfig(output_dir, per_device_train_batch_size)` and nothing else (TRL 1.16's
   defaults: gradient checkpointing on, bf16, max_length 1024); the reference is the model with adapters off;
-- `ours`: `train.defender._fit` itself, run with our config defaults (only the model loader and the final save
-  are replaced, so no checkpoint is read or written);
+- `ours`: `train.defender.build_trainer` (what `train.defender` trains with), our config defaults, on the
+  model handed in; no checkpoint is read and the final save is skipped;
 - `ours + <override>`: the same with `--set`-style overrides of `train_defender`, e.g. precomputed reference
   log-probs or gradient checkpointing.
 
@@ -204,7 +204,7 @@ def run_ours(
     out: str,
     tiny_dir: str,
 ) -> float:
-    """`train.defender._fit` with our config (plus `overrides`), the model handed in and the final save skipped."""
+    """`train.defender.build_trainer` with our config (plus `overrides`) on the model handed in, trained as `_fit` does."""
     from data.config import load_config
 
     defender = _import_defender()
@@ -219,34 +219,10 @@ def run_ours(
             *overrides,
         ],
     )
-    paths = defender.model_paths(cfg, 1, "defender")
-    patches = {
-        "load_policy": lambda parent, bf16: (model, tokenizer),
-        "save_trained": lambda *a, **k: None,
-        "last_checkpoint": lambda *a, **k: None,
-    }
-    saved = {name: getattr(defender, name) for name in patches}
-    import trl
-
-    base_trainer = trl.DPOTrainer
-
-    class TimedDPOTrainer(base_trainer):  # type: ignore[misc,valid-type]
-        """`_fit` imports `trl.DPOTrainer` when called: this one only adds the step timer."""
-
-        def __init__(self, *a: Any, **k: Any):
-            super().__init__(*a, **k)
-            self.add_callback(_step_timer())
-
     start = time.perf_counter()
-    try:
-        for name, fn in patches.items():
-            setattr(defender, name, fn)
-        trl.DPOTrainer = TimedDPOTrainer
-        defender._fit(cfg, "random", dataset, paths)
-    finally:
-        trl.DPOTrainer = base_trainer
-        for name, fn in saved.items():
-            setattr(defender, name, fn)
+    trainer = defender.build_trainer(cfg, model, tokenizer, dataset, Path(out) / "checkpoints")
+    trainer.add_callback(_step_timer())
+    trainer.train()
     _sync()
     return time.perf_counter() - start
 

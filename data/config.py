@@ -34,7 +34,7 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class VllmConfig:
-    """Arguments for `vllm.LLM`; `extra` is passed through verbatim (e.g. data_parallel_size, quantization)."""
+    """Arguments for `vllm.LLM`; `extra` is passed through verbatim (e.g. quantization, max_num_seqs)."""
 
     dtype: str = "auto"
     max_model_len: int = 512

@@ -38,6 +38,7 @@ from data.store import Store
 from train.common import (
     fault_callback,
     last_checkpoint,
+    launch_state,
     load_policy,
     lora_details,
     model_paths,
@@ -46,6 +47,7 @@ from train.common import (
     peft_lora_config,
     prompt_completion_ids,
     save_trained,
+    store_for_reading,
     stored_model,
     trainer_cli,
     use_bf16,
@@ -180,7 +182,8 @@ def train_attacker(cfg: SparringConfig, round_: int, force: bool = False) -> dic
     if round_ < 1:
         raise StageError(f"--round {round_} is not a round; expected an integer >= 1")
     paths = model_paths(cfg, round_, "attacker")
-    with Store.for_run(cfg.run.dir) as store:
+    state = launch_state()
+    with store_for_reading(cfg, state) as store:
         if store.stage_done(round_, STAGE) and not force:
             log.info("round %d: %s already done; --force to redo", round_, STAGE)
             return stored_model(store, round_, "attacker")
@@ -195,7 +198,7 @@ def train_attacker(cfg: SparringConfig, round_: int, force: bool = False) -> dic
                 f"round {round_} has 0 scored attacker prompts under scorer '{scorer}'; "
                 "expected prompts with an instruction and scored responses"
             )
-        if force:
+        if force and state.is_main_process:
             log.info("round %d: redoing %s", round_, ", ".join(store.reset_from(round_, STAGE)))
             shutil.rmtree(paths.root, ignore_errors=True)
         parent = parent_model(store, cfg, "attacker", round_, tcfg.start_from)
@@ -218,6 +221,8 @@ def train_attacker(cfg: SparringConfig, round_: int, force: bool = False) -> dic
         rewards.weight.max(),
     )
     metrics = _fit(cfg, parent, prompts, rewards, paths)
+    if not state.is_main_process:
+        return {}  # under `accelerate launch`, the main process saves and records the model
     reward_rows = pa.table(
         {
             "round": pa.array(np.full(prompts.num_rows, round_), pa.int64()),
@@ -300,8 +305,13 @@ def _fit(
     if resume:
         log.info("resuming from %s", resume)
     output = trainer.train(resume_from_checkpoint=resume)
-    save_trained(trainer.model, tokenizer, paths)
-    return {"steps": trainer.state.global_step, "train_loss": output.training_loss}
+    if trainer.accelerator.is_main_process:
+        save_trained(trainer.model, tokenizer, paths)
+    return {
+        "steps": trainer.state.global_step,
+        "train_loss": output.training_loss,
+        "processes": trainer.accelerator.num_processes,
+    }
 
 
 def _round_scorer(store: Store, round_: int) -> str:

@@ -8,10 +8,11 @@ Each trained model lives under `<run.dir>/models/round-N/<role>/`:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -247,6 +248,28 @@ def _ids(out: Any) -> list[int]:
     return list(out)
 
 
+def launch_state() -> Any:
+    """accelerate's process state: one process for `python -m train.<role>`, N under `accelerate launch`.
+
+    Made before the trainer's (it is a process-wide singleton), so it must pick the device the trainer would:
+    without CUDA, processes join over gloo on the CPU (`cpu=True`), as transformers does for `use_cpu`.
+    """
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+@contextlib.contextmanager
+def store_for_reading(cfg: SparringConfig, state: Any) -> Iterator[Store]:
+    """The run store for a trainer's read phase. DuckDB allows one writing process or many readers, never both:
+    under `accelerate launch` the main process opens it first, read-write (`--force` resets the stage there),
+    and the other processes afterwards, read-only. Only the main process writes the result."""
+    with state.main_process_first():
+        with Store.for_run(cfg.run.dir, read_only=not state.is_main_process) as store:
+            yield store
+
+
 def stored_model(store: Store, round_: int, role: str) -> dict[str, Any]:
     """The `models` row of `role` trained on `round_` ({} if none)."""
     rows = store.rows(sql.MODEL_ROW, [round_, role])
@@ -264,6 +287,7 @@ def trainer_cli(doc: str, role: str, train: Callable[[SparringConfig, int, bool]
 
     def go() -> None:
         row = train(config_from_args(args), args.round if args.round is not None else 1, args.force)
-        print(f"{role} of round {row['round']}: {row['path']} (from {row['parent']})")
+        if row:  # the main process's; the others of an `accelerate launch` return nothing
+            print(f"{role} of round {row['round']}: {row['path']} (from {row['parent']})")
 
     main_guard(go)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -27,8 +28,10 @@ from data.config import SparringConfig
 from data.errors import ConfigError, StageError
 from data.store import Store
 from train.common import (
+    ModelPaths,
     fault_callback,
     last_checkpoint,
+    launch_state,
     load_policy,
     lora_details,
     messages,
@@ -37,6 +40,7 @@ from train.common import (
     parent_model,
     peft_lora_config,
     save_trained,
+    store_for_reading,
     stored_model,
     trainer_cli,
     use_bf16,
@@ -128,7 +132,8 @@ def train_defender(cfg: SparringConfig, round_: int, force: bool = False) -> dic
         )
     paths = model_paths(cfg, round_, "defender")
     # Read everything, then close the store: training can take hours and must not hold DuckDB's write lock.
-    with Store.for_run(cfg.run.dir) as store:
+    state = launch_state()
+    with store_for_reading(cfg, state) as store:
         if store.stage_done(round_, STAGE) and not force:
             log.info("round %d: %s already done; --force to redo", round_, STAGE)
             return stored_model(store, round_, "defender")
@@ -142,7 +147,7 @@ def train_defender(cfg: SparringConfig, round_: int, force: bool = False) -> dic
                 f"round {round_} has 0 preference pairs (every prompt's responses tied or missed select.margin); "
                 "expected at least one pair to train the defender"
             )
-        if force:
+        if force and state.is_main_process:
             log.info("round %d: redoing %s", round_, ", ".join(store.reset_from(round_, STAGE)))
             shutil.rmtree(paths.root, ignore_errors=True)
         parent = parent_model(store, cfg, "defender", round_, tcfg.start_from)
@@ -152,6 +157,8 @@ def train_defender(cfg: SparringConfig, round_: int, force: bool = False) -> dic
         "round %d: training the defender from %s on %d pairs (%s)", round_, parent, pairs.num_rows, tcfg.loss
     )
     metrics = _fit(cfg, parent, preference_dataset(pairs), paths)
+    if not state.is_main_process:
+        return {}  # under `accelerate launch`, the main process saves and records the model
     details = {
         "loss": tcfg.loss,
         "beta": tcfg.beta,
@@ -171,15 +178,14 @@ def train_defender(cfg: SparringConfig, round_: int, force: bool = False) -> dic
     return row
 
 
-def _fit(cfg: SparringConfig, parent: str, dataset: Any, paths: Any) -> dict[str, Any]:
-    """DPOTrainer (or SPACTrainer) with a fresh LoRA on `parent`; saves adapter + merged model."""
-    from trl import DPOConfig, DPOTrainer
+def dpo_args(cfg: SparringConfig, output_dir: Path, bf16: bool) -> Any:
+    """TRL's `DPOConfig` from `train_defender.*`. It sets no FSDP/DeepSpeed option: under `accelerate launch`
+    the launcher's configuration decides the parallelism."""
+    from trl import DPOConfig
 
     tcfg = cfg.train_defender
-    bf16 = use_bf16(tcfg.bf16)
-    model, tokenizer = load_policy(parent, bf16)
-    args = DPOConfig(
-        output_dir=str(paths.checkpoints),
+    return DPOConfig(
+        output_dir=str(output_dir),
         loss_type=["ipo" if tcfg.loss == "ipo" else "sigmoid"],
         beta=tcfg.beta,
         learning_rate=tcfg.learning_rate,
@@ -199,30 +205,47 @@ def _fit(cfg: SparringConfig, parent: str, dataset: Any, paths: Any) -> dict[str
         seed=cfg.run.seed,
         logging_steps=max(1, min(10, tcfg.save_steps)),
     )
+
+
+def build_trainer(cfg: SparringConfig, model: Any, tokenizer: Any, dataset: Any, output_dir: Path) -> Any:
+    """The defender's trainer: TRL's `DPOTrainer` (or `SPACTrainer`) with a fresh LoRA on `model`; the
+    reference is `model` with the adapter disabled. Benchmarks build it here too, so they time what we run."""
+    from trl import DPOTrainer
+
+    tcfg = cfg.train_defender
     trainer_cls: type = DPOTrainer
     extra: dict[str, Any] = {}
     if tcfg.loss == "spac":
         trainer_cls = _spac_trainer_class()
         extra = {"spac_lambda": tcfg.spac_lambda, "spac_smoothing": tcfg.spac_smoothing}
-    trainer = trainer_cls(
+    return trainer_cls(
         model=model,
-        args=args,
+        args=dpo_args(cfg, output_dir, bf16=next(model.parameters()).dtype == torch.bfloat16),
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=peft_lora_config(tcfg.lora),
         callbacks=[fault_callback(STAGE)],
         **extra,
     )
+
+
+def _fit(cfg: SparringConfig, parent: str, dataset: Any, paths: ModelPaths) -> dict[str, Any]:
+    """Train a fresh LoRA on `parent`, resuming from a checkpoint if a killed run left one; saves adapter +
+    merged model (main process only)."""
+    model, tokenizer = load_policy(parent, use_bf16(cfg.train_defender.bf16))
+    trainer = build_trainer(cfg, model, tokenizer, dataset, paths.checkpoints)
     resume = last_checkpoint(paths.checkpoints)
     if resume:
         log.info("resuming from %s", resume)
     output = trainer.train(resume_from_checkpoint=resume)
-    save_trained(trainer.model, tokenizer, paths)
+    if trainer.accelerator.is_main_process:
+        save_trained(trainer.model, tokenizer, paths)
     history = [h for h in trainer.state.log_history if "loss" in h]
     return {
         "steps": trainer.state.global_step,
         "train_loss": output.training_loss,
         "last_log": history[-1] if history else {},
+        "processes": trainer.accelerator.num_processes,
     }
 
 

@@ -25,7 +25,9 @@ def check_model_dir(ref: str, role: str) -> Path | None:
         return None
     path = Path(ref).expanduser()
     if not path.is_dir():
-        raise ModelError(f"{role} model '{ref}' does not exist; expected a local model directory or a Hub id ORG/NAME")
+        raise ModelError(
+            f"{role} model '{ref}' does not exist; expected a local model directory or a Hub id ORG/NAME"
+        )
     if not (path / "config.json").is_file():
         raise ModelError(f"{role} model '{ref}' has no config.json; expected a transformers model directory")
     return path
@@ -37,7 +39,9 @@ def check_chat_model(ref: str, role: str) -> None:
     if path is None:
         return
     if not _has_chat_template(path):
-        raise ModelError(f"{role} model '{ref}' has no chat template; expected a tokenizer with chat_template (an instruct model)")
+        raise ModelError(
+            f"{role} model '{ref}' has no chat template; expected a tokenizer with chat_template (an instruct model)"
+        )
 
 
 def check_reward_model(ref: str) -> None:
@@ -50,7 +54,9 @@ def check_reward_model(ref: str) -> None:
     if labels != 1:
         raise ModelError(f"reward model '{ref}' has {labels} labels; expected 1 (a scalar reward head)")
     if not _has_chat_template(path):
-        raise ModelError(f"reward model '{ref}' has no chat template; expected a tokenizer with chat_template")
+        raise ModelError(
+            f"reward model '{ref}' has no chat template; expected a tokenizer with chat_template"
+        )
 
 
 def _has_chat_template(path: Path) -> bool:

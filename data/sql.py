@@ -413,4 +413,4 @@ ORDER BY r.round, p.idx, r.sample_index
 REPORT_PROMPTS = "SELECT round, text, mode FROM prompts WHERE round > 0 ORDER BY round, idx"
 REPORT_PAIRS = "SELECT round, chosen_reward, rejected_reward, margin FROM pairs ORDER BY round"
 REPORT_ROUNDS = "SELECT round, config_json FROM rounds ORDER BY round"
-REPORT_ATTACKER_REWARDS = "SELECT round, failure, diversity, reward, weight FROM attacker_rewards ORDER BY round"
+DELETE_EVALS_OF_KIND = "DELETE FROM evals WHERE kind = ?"

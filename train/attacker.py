@@ -36,7 +36,9 @@ from data.errors import StageError
 from data.prompts import normalise
 from data.store import Store
 from train.common import (
+    already_trained,
     fault_callback,
+    forget_trained,
     last_checkpoint,
     launch_state,
     load_policy,
@@ -184,13 +186,8 @@ def train_attacker(cfg: SparringConfig, round_: int, force: bool = False) -> dic
     paths = model_paths(cfg, round_, "attacker")
     state = launch_state()
     with store_for_reading(cfg, state) as store:
-        if store.stage_done(round_, STAGE) and not force:
-            log.info("round %d: %s already done; --force to redo", round_, STAGE)
+        if already_trained(store, round_, STAGE, force):
             return stored_model(store, round_, "attacker")
-        if not store.stage_done(round_, "select"):
-            raise StageError(
-                f"round {round_} has no select stage in the store; run `python -m generate.round --round {round_}` first"
-            )
         scorer = _round_scorer(store, round_)
         prompts = store.arrow(sql.ATTACKER_PROMPTS, {"round": round_, "scorer": scorer})
         if prompts.num_rows == 0:
@@ -198,9 +195,8 @@ def train_attacker(cfg: SparringConfig, round_: int, force: bool = False) -> dic
                 f"round {round_} has 0 scored attacker prompts under scorer '{scorer}'; "
                 "expected prompts with an instruction and scored responses"
             )
-        if force and state.is_main_process:
-            log.info("round %d: redoing %s", round_, ", ".join(store.reset_from(round_, STAGE)))
-            shutil.rmtree(paths.root, ignore_errors=True)
+        if force:
+            forget_trained(store, state, round_, STAGE, paths)
         parent = parent_model(store, cfg, "attacker", round_, tcfg.start_from)
 
     started = time.perf_counter()

@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from data import faults, sql
 from data.config import LoraConfig, SparringConfig
-from data.errors import ConfigError, ModelError
+from data.errors import ConfigError, ModelError, StageError
 from data.lineage import base_model
 from data.store import Store
 
@@ -268,6 +268,26 @@ def store_for_reading(cfg: SparringConfig, state: Any) -> Iterator[Store]:
     with state.main_process_first():
         with Store.for_run(cfg.run.dir, read_only=not state.is_main_process) as store:
             yield store
+
+
+def already_trained(store: Store, round_: int, stage: str, force: bool) -> bool:
+    """True when `stage` of `round_` is in the store and not forced (the trainer returns the stored model);
+    raises when the round has not been selected yet, since there is nothing to train on."""
+    if store.stage_done(round_, stage) and not force:
+        log.info("round %d: %s already done; --force to redo", round_, stage)
+        return True
+    if not store.stage_done(round_, "select"):
+        raise StageError(
+            f"round {round_} has no select stage in the store; run `python -m generate.round --round {round_}` first"
+        )
+    return False
+
+
+def forget_trained(store: Store, state: Any, round_: int, stage: str, paths: ModelPaths) -> None:
+    """`--force`: the main process removes the stage's rows and its model directory before retraining."""
+    if state.is_main_process:
+        log.info("round %d: redoing %s", round_, ", ".join(store.reset_from(round_, stage)))
+        shutil.rmtree(paths.root, ignore_errors=True)
 
 
 def stored_model(store: Store, round_: int, role: str) -> dict[str, Any]:

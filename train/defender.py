@@ -29,7 +29,9 @@ from data.errors import ConfigError, StageError
 from data.store import Store
 from train.common import (
     ModelPaths,
+    already_trained,
     fault_callback,
+    forget_trained,
     last_checkpoint,
     launch_state,
     load_policy,
@@ -134,22 +136,16 @@ def train_defender(cfg: SparringConfig, round_: int, force: bool = False) -> dic
     # Read everything, then close the store: training can take hours and must not hold DuckDB's write lock.
     state = launch_state()
     with store_for_reading(cfg, state) as store:
-        if store.stage_done(round_, STAGE) and not force:
-            log.info("round %d: %s already done; --force to redo", round_, STAGE)
+        if already_trained(store, round_, STAGE, force):
             return stored_model(store, round_, "defender")
-        if not store.stage_done(round_, "select"):
-            raise StageError(
-                f"round {round_} has no select stage in the store; run `python -m generate.round --round {round_}` first"
-            )
         pairs = store.arrow(sql.ROUND_PAIRS, [round_])
         if pairs.num_rows == 0:
             raise StageError(
                 f"round {round_} has 0 preference pairs (every prompt's responses tied or missed select.margin); "
                 "expected at least one pair to train the defender"
             )
-        if force and state.is_main_process:
-            log.info("round %d: redoing %s", round_, ", ".join(store.reset_from(round_, STAGE)))
-            shutil.rmtree(paths.root, ignore_errors=True)
+        if force:
+            forget_trained(store, state, round_, STAGE, paths)
         parent = parent_model(store, cfg, "defender", round_, tcfg.start_from)
 
     started = time.perf_counter()

@@ -134,7 +134,7 @@ class TrainDefenderConfig:
 class TrainAttackerConfig:
     """Reward-weighted fine-tuning of the attacker on its own prompts (GPO's reward, offline)."""
 
-    diversity_weight: float = 1.0  # lambda: reward = failure + lambda * diversity
+    diversity_weight: float = 1.0  # lambda: reward = failure + lambda * diversity, both z-scored
     weight_temperature: float = 1.0  # weights = N * softmax(reward / T)
     learning_rate: float = 1e-4
     epochs: float = 1.0

@@ -6,7 +6,7 @@ split="round_N")` picks a round and `load_dataset(repo, config)` gives all of th
 - `defender_dpo`: best-vs-worst pairs (GPO/eva's DPO data) in TRL's conversational preference format:
   `prompt` = [user turn], `chosen`/`rejected` = [assistant turn], plus the rewards and their margin.
 - `attacker_sft`: what the attacker was asked (`instruction`) and the prompt it wrote, as a `messages`
-  conversation too, with its GPO reward (failure + lambda * diversity) and training weight. The reward
+  conversation too, with its GPO reward (failure + lambda * z-scored diversity) and training weight. The reward
   columns are NULL until `train_attacker` has filled `attacker_rewards` for the round: the config is always
   there, with the same columns, so a round can be published before the attacker trains and re-pushed after.
 - `responses`: every response scored under the round's scorer, for analysis.

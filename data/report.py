@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ class RunMetrics:
     rewards: dict[int, list[float]] = field(default_factory=dict)
     attack_success: dict[int, float] = field(default_factory=dict)
     attack_by_category: dict[int, dict[str, float]] = field(default_factory=dict)
+    prompts: dict[int, int] = field(default_factory=dict)  # stored; fewer than asked = collapse
     distinct2: dict[int, float] = field(default_factory=dict)
     pairwise: dict[int, float] = field(default_factory=dict)
     pairs: dict[int, int] = field(default_factory=dict)
@@ -79,6 +81,7 @@ def run_metrics(path: Path, arm: str = "run") -> RunMetrics:
     for p in prompts:
         texts[p["round"]].append(p["text"])
     for round_, ts in sorted(texts.items()):
+        m.prompts[round_] = len(ts)
         m.distinct2[round_] = distinct_ngrams(ts, 2)
         m.pairwise[round_] = mean_pairwise_distance(ts, 2)
     for p in pairs:
@@ -200,9 +203,15 @@ def ablation_rows(game: list[RunMetrics], ablations: dict[str, list[RunMetrics]]
             "distinct-2 before step": _fmt(over_rounds("attack_before", "probe_distinct2")),
         }
 
-    rows = [row("game, λ = 1 (config)", game)] if game else []
-    rows += [row(f"same data, {name.replace('lambda', 'λ = ')}", runs) for name, runs in ablations.items()]
+    rows = [row("the game's own step (config)", game)] if game else []
+    rows += [row(f"same data, {ablation_label(name)}", runs) for name, runs in ablations.items()]
     return rows
+
+
+def ablation_label(name: str) -> str:
+    """`lambda0-T0.5-ep2-lr0.001` (`generate.experiment.ablation_name`) -> `λ = 0, T = 0.5, 2 epochs, lr 0.001`."""
+    m = re.fullmatch(r"lambda(?P<l>[^-]+)-T(?P<T>[^-]+)-ep(?P<ep>[^-]+)-lr(?P<lr>.+)", name)
+    return f"λ = {m['l']}, T = {m['T']}, {m['ep']} epochs, lr {m['lr']}" if m else name
 
 
 def markdown_table(rows: list[dict[str, str]]) -> str:
@@ -375,8 +384,9 @@ def write_report(run: str | Path, out: str | Path | None = None) -> Path:
             "## Diversity ablation (one attacker step, same data)",
             "",
             markdown_table(ablation_rows(metrics.get("game", []), ablations)),
-            "Each round's attacker step of the `game` runs redone with λ = 0 from the same parent on the same "
-            "prompts, then probed like the game's step (mean over rounds, ± std over seeds).",
+            "Each round's attacker step of the `game` runs redone with another λ (and, where named, another "
+            "weight temperature T, epochs or learning rate) from the same parent on the same prompts, then probed "
+            "like the game's step (mean over rounds, ± std over seeds).",
             "",
         ]
     lines += [
@@ -389,8 +399,8 @@ def write_report(run: str | Path, out: str | Path | None = None) -> Path:
         "",
     ]
     for arm, runs_ in metrics.items():
-        lines += [f"### {arm}", "", "| round | reward | attack success | distinct-2 | pairwise dist | pairs | "
-                  "held-out reward | probe before → after |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [f"### {arm}", "", "| round | prompts | reward | attack success | distinct-2 | pairwise dist | "
+                  "pairs | held-out reward | probe before → after |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         rounds = sorted({k for r in runs_ for k in (*r.rewards, *r.heldout)})
         for k in rounds:
             probe = ""
@@ -399,7 +409,8 @@ def write_report(run: str | Path, out: str | Path | None = None) -> Path:
                 a = [r.probe.get("attack_after", {}).get(k, float("nan")) for r in runs_]
                 probe = f"{_fmt(b)} → {_fmt(a)}"
             lines.append(
-                f"| {k} | {_fmt([_mean(r.rewards.get(k, [])) for r in runs_ if k in r.rewards])} "
+                f"| {k} | {_fmt([float(r.prompts[k]) for r in runs_ if k in r.prompts])} "
+                f"| {_fmt([_mean(r.rewards.get(k, [])) for r in runs_ if k in r.rewards])} "
                 f"| {_fmt([r.attack_success[k] for r in runs_ if k in r.attack_success])} "
                 f"| {_fmt([r.distinct2[k] for r in runs_ if k in r.distinct2])} "
                 f"| {_fmt([r.pairwise[k] for r in runs_ if k in r.pairwise])} "

@@ -84,7 +84,8 @@ CREATE TABLE IF NOT EXISTS pairs (
     margin DOUBLE NOT NULL,
     PRIMARY KEY (round, prompt_id)
 );
--- The attacker's per-prompt reward (GPO: defender failure + lambda * diversity) and its training weight.
+-- The attacker's per-prompt reward (GPO: failure + lambda * z-scored diversity) and its training weight;
+-- failure is the z-scored -mean defender reward, diversity the raw 1 - closest n-gram Jaccard.
 CREATE TABLE IF NOT EXISTS attacker_rewards (
     round INTEGER NOT NULL,
     prompt_id VARCHAR NOT NULL,

@@ -298,17 +298,24 @@ def probe_attack(cfg: SparringConfig, round_: int) -> None:
         )
 
 
+def ablation_name(weight: float, cfg: SparringConfig) -> str:
+    """`lambda0-T0.5-ep2-lr0.001`: the λ and the attacker-step recipe, so ablations under `--set
+    train_attacker.*` overrides land beside the config's instead of on top of them (`data.report` reads it back)."""
+    t = cfg.train_attacker
+    return f"lambda{weight:g}-T{t.weight_temperature:g}-ep{t.epochs:g}-lr{t.learning_rate:g}"
+
+
 def diversity_ablation(cfg: SparringConfig, weight: float = 0.0) -> Path:
     """Acceptance (d), one step at a time: redo each round's attacker step of a finished `game` run with
     λ = `weight`, from the same parent on the same prompts, and probe it again (`attack_after`).
 
-    Works on a copy of the run's store under `<experiment>/ablations/lambda<weight>/seed-<s>/`; rounds are redone
+    Works on a copy of the run's store under `<experiment>/ablations/<ablation_name>/seed-<s>/`; rounds are redone
     last to first so every step starts from the game's own attacker of the round before (`start_from: last`).
     """
     from train.attacker import train_attacker
 
     src = Path(cfg.run.dir)
-    dst = src.parent.parent / "ablations" / f"lambda{weight:g}" / src.name
+    dst = src.parent.parent / "ablations" / ablation_name(weight, cfg) / src.name
     if (dst / "DONE").is_file():
         return dst
     dst.mkdir(parents=True, exist_ok=True)
@@ -327,6 +334,17 @@ def diversity_ablation(cfg: SparringConfig, weight: float = 0.0) -> Path:
     return dst
 
 
+def _lambdas(text: str) -> list[float]:
+    """`--ablate-diversity 0,5` -> [0.0, 5.0]; a one-line error naming the bad value otherwise."""
+    try:
+        weights = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        weights = []
+    if not weights or any(not w >= 0 for w in weights):
+        raise ConfigError(f"--ablate-diversity {text!r}; expected comma-separated numbers >= 0, e.g. 0,5")
+    return weights
+
+
 def main() -> None:
     from data.cli import base_parser, config_from_args, main_guard, setup_logging
 
@@ -336,8 +354,11 @@ def main() -> None:
     parser.add_argument("--no-report", action="store_true")
     parser.add_argument(
         "--ablate-diversity",
-        action="store_true",
-        help="after the arms: redo each game run's attacker steps with λ=0 (same data) and probe them",
+        nargs="?",
+        const="0",
+        metavar="LAMBDAS",
+        help="after the arms: redo each game run's attacker steps with each λ (comma-separated, default 0) on the "
+        "same data and probe them",
     )
     args = parser.parse_args()
     setup_logging(args.verbose)
@@ -347,11 +368,14 @@ def main() -> None:
         load_world(cfg.reward.model)  # fail fast on a bad category file
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
         arms = [a.strip() for a in args.arms.split(",") if a.strip()]
-        meta = run_experiment(cfg, arms, seeds, report=not args.no_report and not args.ablate_diversity)
-        if args.ablate_diversity:
+        # parsed first: a bad list fails before hours of arms
+        ablate = [] if args.ablate_diversity is None else _lambdas(args.ablate_diversity)
+        meta = run_experiment(cfg, arms, seeds, report=not args.no_report and not ablate)
+        if ablate:
             policy, warm_dir = Path(cfg.run.dir) / "warmup" / "policy", Path(cfg.run.dir) / "warmup"
-            for seed in seeds:
-                diversity_ablation(arm_config(cfg, ARM_SPECS["game"], seed, policy, warm_dir), 0.0)
+            for weight in ablate:
+                for seed in seeds:
+                    diversity_ablation(arm_config(cfg, ARM_SPECS["game"], seed, policy, warm_dir), weight)
             if not args.no_report:
                 from data.report import write_report
 

@@ -6,9 +6,13 @@ regression step per round:
 
     failure_i   = z-score over the round of ( −mean defender reward on prompt i )
     diversity_i = 1 − max_{j≠i} Jaccard(ngrams_i, ngrams_j)      word 1..n-grams, n = train_attacker.diversity_ngrams
-    reward_i    = failure_i + λ · diversity_i                      λ = train_attacker.diversity_weight
+    reward_i    = failure_i + λ · z-score over the round of diversity_i      λ = train_attacker.diversity_weight
     w_i         = N · softmax(reward / T)_i                        T = train_attacker.weight_temperature
 
+Both terms are standardised within the round so λ is their relative weight whatever the scales: raw diversity
+spans only ~0.1 within a round while failure has std 1, and with λ applied to the raw term the toy world's
+λ = 0, 1 and 5 attackers came out the same (README, "Toy world"). The stored `diversity` is the raw 1 − Jaccard,
+which is what a reader can interpret.
 (GPO measures diversity with SelfBLEU over 2–5-grams plus sentence-embedding cosine against a buffer of past
 attacks; the n-gram Jaccard over the round is a cheap, dependency-free stand-in for the SelfBLEU part.) The
 weights are non-negative with mean 1, so the loss keeps the scale of an ordinary NLL; T → ∞ gives plain SFT on
@@ -65,13 +69,18 @@ STAGE = "train_attacker"
 # The attacker's reward (pure functions on arrays)
 
 
+def standardise(x: np.ndarray) -> np.ndarray:
+    """z-score over the round; all zeros when the values are equal (no spread, no signal)."""
+    x = np.asarray(x, dtype=np.float64)
+    std = x.std() if x.size else 0.0
+    if std < 1e-12:
+        return np.zeros_like(x)
+    return (x - x.mean()) / std
+
+
 def failure_scores(mean_reward: np.ndarray) -> np.ndarray:
-    """Defender failure, normalised within the round: z-score of −mean reward (all zeros when rewards are equal)."""
-    failure = -np.asarray(mean_reward, dtype=np.float64)
-    std = failure.std()
-    if failure.size == 0 or std < 1e-12:
-        return np.zeros_like(failure)
-    return (failure - failure.mean()) / std
+    """Defender failure, normalised within the round: z-score of −mean reward."""
+    return standardise(-np.asarray(mean_reward, dtype=np.float64))
 
 
 def word_ngrams(text: str, max_n: int) -> set[tuple[str, ...]]:
@@ -131,7 +140,7 @@ def attacker_rewards(
     """GPO's attacker reward for each prompt of a round and its training weight (see the module docstring)."""
     failure = failure_scores(mean_reward)
     diversity = diversity_scores(texts, max_n)
-    reward = failure + diversity_weight * diversity
+    reward = failure + diversity_weight * standardise(diversity)
     return AttackerRewards(failure, diversity, reward, sample_weights(reward, temperature))
 
 

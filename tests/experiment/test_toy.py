@@ -4,6 +4,11 @@ One seed, one round, the `game` arm, through the CLI. It checks the two directio
 about (README "Toy world"): (a) the attacker's reward-weighted step raises attack success on the same
 defender; (b) the defender trained on the round does better on held-out prompts than the one that played it.
 The warm-up model is cached in .sparring/ (like the tiny models), so only the first run pays for it.
+
+The attacker takes the README's "stronger step" (8 epochs at lr 3e-3, not the config's 2 at 1e-3): with one
+seed and one round the config's step lifts attack success by a single judged response on seed 0 (0.224 ->
+0.229), too close to assert; the stronger one lifts it to 0.557. Averaged over 3 seeds the config's step lifts
+it in every round (README "Toy world").
 """
 
 import shutil
@@ -34,7 +39,8 @@ def test_toy_experiment_directions(tmp_path):
     warmup(WORLD, WARM_CACHE, seed=0)  # cached: reused when the world file and recipe are unchanged
     shutil.copytree(WARM_CACHE, tmp_path / "warmup")
     args = ["--config", str(REPO / "configs" / "toy.yaml"), "--set", f"run.dir={tmp_path}",
-            "--set", "run.rounds=1", "--arms", "game", "--seeds", "0"]  # fmt: skip
+            "--set", "run.rounds=1", "--arms", "game", "--seeds", "0",
+            "--set", "train_attacker.epochs=8", "--set", "train_attacker.learning_rate=3e-3"]  # fmt: skip
     result = run_cli("generate.experiment", *args, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "game" / "seed-0"

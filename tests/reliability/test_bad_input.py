@@ -652,3 +652,13 @@ def test_identical_real_responses_give_zero_pairs(real_round):
         assert all(math.isclose(d[0], 0.0, abs_tol=0.0) for d in spread), spread
         assert s.count("pairs", 1) == 0 and s.count("hard_prompts", 1) > 0
     assert "round 1: 0 pairs" in result.stderr
+
+
+@pytest.mark.parametrize("value", ["x", "-1", ",", "nan"])
+def test_bad_ablation_lambdas_fail_before_any_arm_runs(tmp_path, value):
+    """`--ablate-diversity` is parsed before hours of arms; the run dir stays untouched."""
+    config = REPO / "configs" / "toy.yaml"
+    result = run_cli("generate.experiment", "--config", str(config), "--set", f"run.dir={tmp_path / 'toy'}",
+                     "--ablate-diversity", value)  # fmt: skip
+    assert_one_line_error(result, f"--ablate-diversity '{value}'", "expected comma-separated numbers >= 0")
+    assert not (tmp_path / "toy").exists()

@@ -56,6 +56,22 @@ def test_diversity_bonus_breaks_ties_between_equally_failing_prompts():
     assert no_bonus.weight.tolist() == pytest.approx([1.0, 1.0, 1.0])
 
 
+def test_lambda_weighs_standardised_diversity_against_standardised_failure():
+    """reward = z(failure) + λ·z(diversity): λ = 1 gives the two terms equal say, whatever the raw spread of
+    diversity (here 0.1 against rewards spread by 2)."""
+    texts = ["a b c d e f g h i j", "a b c d e f g h i k", "a b c d e f g h l m"]
+    mean_reward = np.array([1.0, -1.0, 0.0])
+    raw = diversity_scores(texts, max_n=1)  # 1 - 9/11, 1 - 9/11, 1 - 8/12
+    assert raw.tolist() == pytest.approx([2 / 11, 2 / 11, 4 / 12])
+    r = attacker_rewards(mean_reward, texts, diversity_weight=1.0, temperature=1.0, max_n=1)
+    assert r.diversity.tolist() == pytest.approx(raw.tolist())  # stored raw, readable
+    z_fail = [-1 / math.sqrt(2 / 3), 1 / math.sqrt(2 / 3), 0.0]
+    z_div = [-1 / math.sqrt(2), -1 / math.sqrt(2), math.sqrt(2)]  # two equal values and one above: ±std
+    assert r.reward.tolist() == pytest.approx([f + d for f, d in zip(z_fail, z_div, strict=True)])
+    # the most diverse prompt now outweighs the most failing one, which a raw-scale bonus could not do
+    assert r.weight[2] > r.weight[1] > r.weight[0]
+
+
 def test_trainer_loss_equals_the_hand_computed_weighted_nll(tiny_models):
     """The loss the attacker's Trainer optimises on a fixed batch, against log_softmax computed by hand."""
     from transformers import AutoModelForCausalLM, TrainingArguments

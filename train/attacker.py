@@ -13,10 +13,12 @@ Both terms are standardised within the round so λ is their relative weight what
 spans only ~0.1 within a round while failure has std 1, and with λ applied to the raw term the toy world's
 λ = 0, 1 and 5 attackers came out the same (README, "Toy world"). The stored `diversity` is the raw 1 − Jaccard,
 which is what a reader can interpret.
+
 (GPO measures diversity with SelfBLEU over 2–5-grams plus sentence-embedding cosine against a buffer of past
 attacks; the n-gram Jaccard over the round is a cheap, dependency-free stand-in for the SelfBLEU part.) The
 weights are non-negative with mean 1, so the loss keeps the scale of an ordinary NLL; T → ∞ gives plain SFT on
-all prompts, small T trains on the best few. The loss is `train.losses.weighted_nll` on the tokens of the prompt
+all prompts, small T trains on the best few — and, over rounds, can collapse the attacker onto them whatever λ
+is (README, "Toy world" (d)). The loss is `train.losses.weighted_nll` on the tokens of the prompt
 the attacker wrote, given the instruction it was asked (the exact chat vLLM generated from), with a fresh LoRA.
 Per-prompt failure/diversity/reward/weight go to `attacker_rewards`, in one transaction with the `models` row.
 """

@@ -10,7 +10,7 @@ install:
 	bash scripts/install.sh
 
 demo: install
-	$(PY) -m generate.demo --config $(CONFIG)
+	$(PY) -m game.play --config $(CONFIG)
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
@@ -19,8 +19,8 @@ test-fast: install
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 check: install
-	$(PY) -m ruff check generate score train data tests bench
-	$(PY) -m ruff format --check generate score train data tests bench
+	$(PY) -m ruff check core data score generate train game toy tests bench
+	$(PY) -m ruff format --check core data score generate train game toy tests bench
 	$(PY) -m mypy
 
 clean:

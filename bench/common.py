@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from core.tiny_models import POLICY_SHAPE
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 RESULT_KEYS = ("bench", "device", "date", "machine", "params", "rows", "summary")
 
@@ -180,34 +182,26 @@ def matmul_tflops(size: int = 8192, repeats: int = 10) -> float:
 
 
 # Qwen2.5 shapes for random-init models (built from config, never downloaded). `tiny` is the repo's test model.
+_QWEN_KEYS = (
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+)
 QWEN_SHAPES: dict[str, dict[str, Any]] = {
-    "tiny": dict(
-        hidden_size=128,
-        intermediate_size=384,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        vocab_size=2048,
-        tie_word_embeddings=True,
-    ),
-    "0.5b": dict(  # Qwen2.5-0.5B
-        hidden_size=896,
-        intermediate_size=4864,
-        num_hidden_layers=24,
-        num_attention_heads=14,
-        num_key_value_heads=2,
-        vocab_size=151936,
-        tie_word_embeddings=True,
-    ),
-    "7b": dict(  # Qwen2.5-7B
-        hidden_size=3584,
-        intermediate_size=18944,
-        num_hidden_layers=28,
-        num_attention_heads=28,
-        num_key_value_heads=4,
-        vocab_size=152064,
-        tie_word_embeddings=False,
-    ),
+    "tiny": {**POLICY_SHAPE, "vocab_size": 2048},
+    # Qwen2.5-0.5B and -7B: hidden, intermediate, layers, heads, kv heads; then vocab and tied embeddings
+    "0.5b": {
+        **dict(zip(_QWEN_KEYS, (896, 4864, 24, 14, 2), strict=True)),
+        "vocab_size": 151936,
+        "tie_word_embeddings": True,
+    },
+    "7b": {
+        **dict(zip(_QWEN_KEYS, (3584, 18944, 28, 28, 4), strict=True)),
+        "vocab_size": 152064,
+        "tie_word_embeddings": False,
+    },
 }
 
 

@@ -110,7 +110,7 @@ def tokens_per_pair(tokenizer: Any, dataset: Any) -> float:
 def tiny_tokenizer(tiny_dir: str) -> Any:
     from transformers import AutoTokenizer
 
-    from data.tiny_models import resolve_model
+    from core.tiny_models import resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("tiny:policy", tiny_dir))
     if tokenizer.pad_token is None:
@@ -123,7 +123,7 @@ def fresh_model(shape: str, device: str, tokenizer: Any, tiny_dir: str) -> Any:
     if shape == "tiny":
         from transformers import AutoModelForCausalLM
 
-        from data.tiny_models import resolve_model
+        from core.tiny_models import resolve_model
 
         model = AutoModelForCausalLM.from_pretrained(
             resolve_model("tiny:policy", tiny_dir), dtype=torch.float32
@@ -205,7 +205,7 @@ def run_ours(
     tiny_dir: str,
 ) -> float:
     """`train.defender.build_trainer` with our config (plus `overrides`) on the model handed in, trained as `_fit` does."""
-    from data.config import load_config
+    from core.config import load_config
 
     defender = _import_defender()
     cfg = load_config(
@@ -230,7 +230,7 @@ def run_ours(
 def bench_shape(
     args: argparse.Namespace, shape: str, device: str, peak: float | None
 ) -> list[dict[str, Any]]:
-    from data.config import load_config
+    from core.config import load_config
 
     _import_defender()  # before anything imports data.store
     tokenizer = tiny_tokenizer(args.tiny_dir)

@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def bench_model(tiny_dir: str, layers: int, hidden: int) -> str:
     """A random-init Qwen2 policy with the tiny tokenizer (head_dim 64, as vLLM's CPU attention needs), cached."""
-    from data.tiny_models import resolve_model
+    from core.tiny_models import resolve_model
 
     tiny = Path(resolve_model("tiny:policy", tiny_dir))
     if layers == 2 and hidden == 128:
@@ -146,7 +146,7 @@ def main() -> None:
     for noisy in ("generate", "vllm"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    from data.config import load_config
+    from core.config import load_config
     from generate.engine import Engines
 
     model = bench_model(args.tiny_dir, args.layers, args.hidden)

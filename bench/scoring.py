@@ -61,7 +61,7 @@ def make_pairs(n: int, min_words: int, max_words: int, seed: int = 0) -> tuple[l
 
 def build_scorer(shape: str, device: str, batch_tokens: int, tiny_dir: str) -> Any:
     """A `RewardModelScorer` from the real constructor; for GPU shapes its model is swapped for a random one."""
-    from data.config import load_config
+    from core.config import load_config
     from score.reward_model import RewardModelScorer
 
     dtype = "float32" if device == "cpu" else "bfloat16"
@@ -104,19 +104,8 @@ def naive_scores(
 @torch.inference_mode()
 def forward_only_seconds(scorer: Any, prompts: list[str], responses: list[str]) -> float:
     """Seconds of the model forwards alone over the scorer's own padded batches (already on the device)."""
-    from score.reward_model import _length_batches
-
     encoded = scorer.encode(prompts, responses)
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    batches = []
-    for batch in _length_batches(order, encoded, scorer.batch_tokens):
-        width = max(len(encoded[i]) for i in batch)
-        ids = torch.full((len(batch), width), scorer.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, i in enumerate(batch):
-            ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
-            mask[row, : len(encoded[i])] = 1
-        batches.append((ids.to(scorer.device), mask.to(scorer.device)))
+    batches = [(ids.to(scorer.device), mask.to(scorer.device)) for _, ids, mask in scorer.batches(encoded)]
     _sync(scorer.device)
     start = time.perf_counter()
     for ids, mask in batches:

@@ -196,7 +196,7 @@ class TimedConnection:
 
 def bench_round(config: str | None, overrides: list[str]) -> dict[str, Any]:
     """Run one round in a temporary run dir with every `Store` DuckDB call timed."""
-    from data.config import load_config
+    from core.config import load_config
     from generate.round import run_round
 
     clock = DuckClock()

@@ -1,1 +1,1 @@
-"""The data room: config, the DuckDB run store, tiny models, selection, export. Imports no other room."""
+"""The data room: the DuckDB run store and its SQL, selection, lineage, checks, the report, Hub publishing."""

@@ -29,7 +29,7 @@ def check_store(store: Store) -> list[str]:
 
 
 def main() -> None:
-    from data.cli import main_guard
+    from core.cli import main_guard
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", required=True, help="run directory (holds sparring.duckdb)")

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from data.config import SparringConfig
+from core.config import SparringConfig
+from core.tiny_models import resolve_model
 from data.store import Store
-from data.tiny_models import resolve_model
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from data.errors import InputError
+from core.errors import InputError
+from core.text import normalise
 
 _PREFIX = re.compile(r"^\s*(?:output|question|prompt|new prompt|rewritten prompt)\s*[:\-]\s*", re.IGNORECASE)
 _QUOTES = "\"'`“”‘’"
@@ -27,11 +28,6 @@ def clean_prompt(text: str, min_chars: int) -> str | None:
     text = _PREFIX.sub("", text.strip()).strip().strip(_QUOTES).strip()
     text = " ".join(text.split())
     return text if len(text) >= min_chars else None
-
-
-def normalise(text: str) -> str:
-    """The de-duplication key: case, punctuation and spacing do not make a prompt new."""
-    return " ".join(re.sub(r"[^\w\s]", " ", unicodedata.normalize("NFKC", text).casefold()).split())
 
 
 def prompt_id(round_: int, text: str) -> str:

@@ -1,10 +1,10 @@
 """`python -m data.push --round N --repo ORG/NAME`: publish one round of a run as a Hub dataset.
 
-The round's three configs (`data.export`: `defender_dpo`, `attacker_sft`, `responses`) go up as split
-`round_N` with `datasets.Dataset.push_to_hub`, which merges the split into what earlier rounds left in the
-repo; then the dataset card (`data.card`) is regenerated from the store for every round the repo holds and
-pushed with `huggingface_hub`. Re-pushing a round replaces its files, so a push that failed half-way is
-finished by running the same command again.
+The round's three configs (`data.export`: `defender_dpo`, `attacker_sft`, `responses`) are written as split
+`round_N` in the layout `Dataset.push_to_hub` uses (`<config>/round_N-0000i-of-0000n.parquet`), the dataset card
+(`data.card`) is regenerated from the store for every round the repo holds, and all of it goes up in **one**
+`HfApi.create_commit`, with the deletion of the split's old shards: a reader sees the round entirely or not at
+all. Re-pushing a round replaces its files; a push that failed changed nothing, so run the same command again.
 
 `--to-dir PATH` writes the same layout to a folder instead, with no network (parquet files under
 `<config>/round_N-*.parquet` plus README.md), so `load_dataset(PATH, "defender_dpo", split="round_1")` works.
@@ -24,19 +24,20 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
-from huggingface_hub import DatasetCard, HfApi, constants, get_token
+from huggingface_hub import DatasetCard, HfApi, RepoFile, constants, get_token
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from data import faults, sql
+from core import faults
+from core.config import SparringConfig
+from core.errors import ConfigError, SparringError, StageError
+from data import sql
 from data.card import RunFacts, build_card, dataset_info_metadata, run_facts, splits_from_metadata
-from data.config import SparringConfig
-from data.errors import ConfigError, SparringError, StageError
 from data.export import CONFIGS, export_round, split_name
 from data.store import Store
 
@@ -63,6 +64,21 @@ class PushResult:
     def summary(self) -> str:
         counts = ", ".join(f"{config} {n} rows" for config, n in self.rows.items())
         return f"published round {self.round} ({split_name(self.round)}) to {self.url}: {counts}"
+
+
+@dataclass(frozen=True)
+class Release:
+    """One round ready to publish: its datasets, the card's facts, the name users load it by and its licence."""
+
+    round: int
+    exported: Mapping[str, datasets.Dataset]
+    facts: RunFacts
+    source: str  # what `load_dataset` takes: the repo id, or the --to-dir folder
+    license: str
+
+    @property
+    def rows(self) -> dict[str, int]:
+        return {config: len(ds) for config, ds in self.exported.items()}
 
 
 def push_round(
@@ -103,20 +119,16 @@ def push_round(
             split_name(round_),
             round_,
         )
+    release = Release(round_, exported, facts, source=repo or str(to_dir), license=cfg.hub.license)
     if to_dir is not None:
-        return write_dir(
-            Path(to_dir), exported, facts, round_, source=repo or str(to_dir), license=cfg.hub.license
-        )
+        return write_dir(Path(to_dir), release)
     assert repo is not None and token is not None
     return push_hub(
-        exported,
-        facts,
-        round_,
+        release,
         repo,
         token=token,
         private=cfg.hub.private if private is None else private,
         commit_message=commit_message,
-        license=cfg.hub.license,
     )
 
 
@@ -156,61 +168,98 @@ def require_complete(store: Store, round_: int, run_dir: str) -> None:
 
 
 def push_hub(
-    exported: Mapping[str, datasets.Dataset],
-    facts: RunFacts,
-    round_: int,
-    repo: str,
-    *,
-    token: str,
-    private: bool | None,
-    commit_message: str | None,
-    license: str,
+    release: Release, repo: str, *, token: str, private: bool | None, commit_message: str | None
 ) -> PushResult:
-    """Create the repo if needed, push each config's split, then the regenerated card (one commit each)."""
+    """Create the repo if needed, then one commit: this round's shards, the card, and the old shards' removal."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
     endpoint = constants.ENDPOINT
-    split = split_name(round_)
-    summary = commit_message or f"Sparring round {round_}"
     api = HfApi(token=token)
     try:
         repo_url = api.create_repo(repo, repo_type="dataset", private=private, exist_ok=True)
         if private and not api.repo_info(repo, repo_type="dataset").private:
             log.warning("%s already exists and is public; --private only applies when creating a repo", repo)
-        for config, ds in exported.items():
-            log.info("pushing %s split %s to %s (%d rows)", config, split, repo, len(ds))
-            ds.push_to_hub(
+        existing = {
+            f.path: f.size
+            for f in api.list_repo_tree(repo, repo_type="dataset", recursive=True)
+            if isinstance(f, RepoFile)
+        }
+        previous = (
+            DatasetCard.load(repo, repo_type="dataset", token=token) if "README.md" in existing else None
+        )
+        with tempfile.TemporaryDirectory(prefix="sparring-push-") as tmp:
+            staging = Path(tmp)
+            added = stage_round(staging, release, previous, existing, token=token)
+            stale = [p for p in _split_files(existing, split_name(release.round)) if p not in added]
+            log.info(
+                "pushing round %d to %s: %d files, %d removed, one commit",
+                release.round,
                 repo,
-                config_name=config,
-                split=split,
-                private=private,
-                token=token,
-                commit_message=summary,
-                commit_description=f"Sparring: config {config}, split {split}",
+                len(added),
+                len(stale),
             )
-        # push_to_hub merged this split into the repo's `configs:`; the card keeps that and adds the rest
-        remote = DatasetCard.load(repo, repo_type="dataset", token=token)
-        extra = [c for c in remote.data.get("configs") or [] if c.get("config_name") not in CONFIGS]
-        card = build_card(
-            facts,
-            {c: s for c, s in splits_from_metadata(remote.data).items() if c in CONFIGS},
-            source=repo,
-            license=license,
-            dataset_info=remote.data.get("dataset_info"),
-            extra_configs=extra,
-        )
-        _redact(card, token).push_to_hub(
-            repo,
-            repo_type="dataset",
-            token=token,
-            commit_message=summary,
-            commit_description="Sparring: dataset card",
-        )
+            api.create_commit(
+                repo,
+                repo_type="dataset",
+                operations=[CommitOperationAdd(path, staging / path) for path in added]
+                + [CommitOperationDelete(path) for path in stale],
+                commit_message=commit_message or f"Sparring round {release.round}",
+                commit_description=f"Sparring: {', '.join(CONFIGS)} split {split_name(release.round)} and the "
+                "dataset card",
+            )
     except Exception as e:
         error = _hub_error(e, repo, endpoint, token)
         if error is None:
             raise
         raise error from None
-    rows = {config: len(ds) for config, ds in exported.items()}
-    return PushResult(round_, repo, str(repo_url), rows)
+    return PushResult(release.round, repo, str(repo_url), release.rows)
+
+
+def stage_round(
+    staging: Path,
+    release: Release,
+    previous: DatasetCard | None,
+    existing: Mapping[str, int],
+    *,
+    token: str | None,
+) -> list[str]:
+    """Write this round's shards and the regenerated card into `staging`; returns the paths they take in the repo.
+
+    `previous` is the target's card and `existing` its files (path -> bytes) before this push: the splits and
+    sizes of the other rounds come from there, so the Hub and a `--to-dir` folder get the same card.
+    """
+    split = split_name(release.round)
+    added = [
+        f"{config}/{name}"
+        for config, ds in release.exported.items()
+        for name in _write_split(staging / config, split, ds)
+    ]
+    kept = {p: n for p, n in existing.items() if p not in _split_files(existing, split)}
+    after = {**kept, **{p: (staging / p).stat().st_size for p in added}}
+    splits = {
+        c: sorted({Path(p).name.split("-")[0] for p in after if p.startswith(f"{c}/")}) for c in CONFIGS
+    }
+    sizes = {
+        c: sum(n for p, n in after.items() if p.startswith(f"{c}/") and p.endswith(".parquet"))
+        for c in CONFIGS
+    }
+    old = previous.data if previous is not None else None
+    extra = [c for c in (old.get("configs") if old else None) or [] if c.get("config_name") not in CONFIGS]
+    card = build_card(
+        release.facts,
+        splits,
+        source=release.source,
+        license=release.license,
+        dataset_info=dataset_info_metadata(old, release.exported, split, sizes),
+        extra_configs=extra,
+    )
+    (staging / "README.md").write_text(str(_redact(card, token)), encoding="utf-8")
+    return [*added, "README.md"]
+
+
+def _split_files(files: Iterable[str], split: str) -> list[str]:
+    """The parquet shards of `split` among repo paths (`<config>/<split>-*.parquet`)."""
+    return [p for p in files if p.split("/")[0] in CONFIGS and Path(p).name.startswith(f"{split}-")]
 
 
 def _hub_error(e: Exception, repo: str, endpoint: str, token: str) -> HubError | None:
@@ -271,15 +320,7 @@ def _redact(card: DatasetCard, token: str | None) -> DatasetCard:
 # ---- to a folder ----------------------------------------------------------------------------------------
 
 
-def write_dir(
-    target: Path,
-    exported: Mapping[str, datasets.Dataset],
-    facts: RunFacts,
-    round_: int,
-    *,
-    source: str,
-    license: str,
-) -> PushResult:
+def write_dir(target: Path, release: Release) -> PushResult:
     """Write the Hub layout for this round into `target`, keeping rounds an earlier --to-dir wrote there."""
     previous = _previous_export(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -289,51 +330,31 @@ def write_dir(
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
     try:
         staging.chmod(0o755)
+        existing: dict[str, int] = {}
         if previous is not None:
             shutil.copytree(target, staging, dirs_exist_ok=True)
-        split = split_name(round_)
-        for config, ds in exported.items():
-            _write_split(staging / config, split, ds)
-        splits = {c: _splits_in(staging / c) for c in CONFIGS}
-        sizes = {c: sum(f.stat().st_size for f in (staging / c).glob("*.parquet")) for c in CONFIGS}
-        old = previous.data if previous is not None else None
-        extra = [
-            c for c in (old.get("configs") if old else None) or [] if c.get("config_name") not in CONFIGS
-        ]
-        card = build_card(
-            facts,
-            splits,
-            source=source,
-            license=license,
-            dataset_info=dataset_info_metadata(old, exported, split, sizes),
-            extra_configs=extra,
-        )
-        card = _redact(card, _local_token())
-        (staging / "README.md").write_text(str(card), encoding="utf-8")
+            existing = {str(f.relative_to(target)): f.stat().st_size for f in target.rglob("*.parquet")}
+        stage_round(staging, release, previous, existing, token=_local_token())
         faults.point("push:swap")
         _swap_in(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    rows = {config: len(ds) for config, ds in exported.items()}
-    log.info("wrote round %d to %s", round_, target)
-    return PushResult(round_, str(target), str(target.resolve()), rows)
+    log.info("wrote round %d to %s", release.round, target)
+    return PushResult(release.round, str(target), str(target.resolve()), release.rows)
 
 
-def _write_split(folder: Path, split: str, ds: datasets.Dataset) -> None:
-    """`<config>/<split>-00000-of-0000N.parquet`, sharded as `push_to_hub` would, old shards of `split` gone."""
+def _write_split(folder: Path, split: str, ds: datasets.Dataset) -> list[str]:
+    """`<config>/<split>-00000-of-0000N.parquet`, sharded as `push_to_hub` would, old shards of `split` gone;
+    returns the file names written."""
     folder.mkdir(exist_ok=True)
     for old in folder.glob(f"{split}-*.parquet"):
         old.unlink()
     shards = int(ds.data.nbytes / MAX_SHARD_BYTES) + 1
-    for i in range(shards):
-        shard = ds.shard(num_shards=shards, index=i, contiguous=True)
-        shard.to_parquet(str(folder / f"{split}-{i:05d}-of-{shards:05d}.parquet"))
-
-
-def _splits_in(folder: Path) -> list[str]:
-    # split names match \w+ (no '-'), so the split is what precedes the first '-'
-    return sorted({f.name.split("-")[0] for f in folder.glob("*.parquet")})
+    names = [f"{split}-{i:05d}-of-{shards:05d}.parquet" for i in range(shards)]
+    for i, name in enumerate(names):
+        ds.shard(num_shards=shards, index=i, contiguous=True).to_parquet(str(folder / name))
+    return names
 
 
 def _previous_export(target: Path) -> DatasetCard | None:
@@ -384,7 +405,7 @@ def _first_line(e: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from data.cli import base_parser, config_from_args, main_guard, setup_logging
+    from core.cli import base_parser, config_from_args, main_guard, setup_logging
 
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument(

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import time
 
+from core.config import SelectConfig
+from core.errors import StageError
 from data import sql
-from data.config import SelectConfig
-from data.errors import StageError
 from data.store import StageResult, Store
 
 

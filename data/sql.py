@@ -376,32 +376,7 @@ INVARIANTS = {
 }
 MODEL_PATHS = "SELECT round, role, path FROM models ORDER BY round, role"
 
-# --- toy-world experiment (generate.experiment, data.report) -----------------------------------------------
-# Evaluations outside the round's stages: held-out prompts answered by a round's defender, and the attack
-# probes (the attacker before / after its reward-weighted step against the same defender). Created on first use
-# by the experiment; the rounds' own tables are untouched.
-EVALS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS evals (
-    round INTEGER NOT NULL,             -- the round whose defender answered (round R+1: the last trained one)
-    kind VARCHAR NOT NULL,              -- heldout | attack_before | attack_after
-    idx INTEGER NOT NULL,
-    attacker_model VARCHAR,
-    defender_model VARCHAR NOT NULL,
-    prompt VARCHAR NOT NULL,
-    category VARCHAR,
-    response VARCHAR NOT NULL,
-    reward DOUBLE NOT NULL,
-    PRIMARY KEY (round, kind, idx)
-)
-"""
-INSERT_BY_NAME["evals"] = "INSERT INTO evals BY NAME SELECT * FROM _arrow_batch"
-EVAL_DONE = "SELECT count(*) FROM evals WHERE round = ? AND kind = ?"
-HAS_EVALS = "SELECT count(*) FROM information_schema.tables WHERE table_name = 'evals'"
-ALL_EVALS = "SELECT round, kind, idx, prompt, category, response, reward FROM evals ORDER BY round, kind, idx"
-ROUND_INSTRUCTIONS = """
-SELECT instruction, any_value(category) AS category, min(idx) AS first
-FROM prompts WHERE round = ? AND instruction IS NOT NULL GROUP BY instruction ORDER BY first
-"""
+# --- the run report (data.report) ---------------------------------------------------------------------------
 # Every scored response of the run under its round's scorer, with its prompt (the report's main input).
 REPORT_RESPONSES = """
 SELECT r.round, p.prompt_id, p.text AS prompt, p.mode, r.text AS response, s.value AS reward
@@ -414,4 +389,3 @@ ORDER BY r.round, p.idx, r.sample_index
 REPORT_PROMPTS = "SELECT round, text, mode FROM prompts WHERE round > 0 ORDER BY round, idx"
 REPORT_PAIRS = "SELECT round, chosen_reward, rejected_reward, margin FROM pairs ORDER BY round"
 REPORT_ROUNDS = "SELECT round, config_json FROM rounds ORDER BY round"
-DELETE_EVALS_OF_KIND = "DELETE FROM evals WHERE kind = ?"

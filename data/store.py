@@ -20,8 +20,9 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from data import faults, sql
-from data.errors import StageError, StoreError
+from core import faults
+from core.errors import StageError, StoreError
+from data import sql
 
 log = logging.getLogger(__name__)
 
@@ -153,11 +154,15 @@ class Store:
     # ---- reads and writes -----------------------------------------------------------------------------
     def insert(self, table: str, rows: pa.Table) -> int:
         """Append an Arrow table to `table`, matching columns by name (one vectorised INSERT)."""
+        return self.insert_with(sql.INSERT_BY_NAME[table], rows)
+
+    def insert_with(self, statement: str, rows: pa.Table) -> int:
+        """Run an INSERT that reads the Arrow table `rows` as `_arrow_batch` (tables of other rooms use it)."""
         if rows.num_rows == 0:
             return 0
         self.con.register("_arrow_batch", rows)
         try:
-            self.execute(sql.INSERT_BY_NAME[table])
+            self.execute(statement)
         finally:
             self.con.unregister("_arrow_batch")
         return rows.num_rows

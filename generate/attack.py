@@ -20,10 +20,11 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from core.config import AttackerConfig, SparringConfig
+from core.errors import StageError
+from core.text import normalise
 from data import sql
-from data.config import AttackerConfig, SparringConfig
-from data.errors import StageError
-from data.prompts import SeedPrompt, clean_prompt, load_seed_file, normalise, prompt_id
+from data.prompts import SeedPrompt, clean_prompt, load_seed_file, prompt_id
 from data.records import PromptRecord, to_arrow
 from data.store import StageResult, Store
 from generate.engine import chat_prompt_tokens, request_seed

@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from data.config import VllmConfig
+from core.config import VllmConfig
 
 if TYPE_CHECKING:
     from vllm import LLM

@@ -12,9 +12,9 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from core.config import SparringConfig
+from core.errors import StageError
 from data import sql
-from data.config import SparringConfig
-from data.errors import StageError
 from data.records import ResponseRecord, to_arrow
 from data.store import StageResult, Store
 from generate.engine import chat_prompt_tokens, request_seed

@@ -12,15 +12,15 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from core.config import SparringConfig
+from core.errors import StageError
+from core.preflight import check_chat_model, check_reward_model
+from core.tiny_models import resolve_model
 from data import sql
-from data.config import SparringConfig
-from data.errors import StageError
 from data.lineage import Players, players_for_round
-from data.preflight import check_chat_model, check_reward_model
 from data.prompts import load_seed_file
 from data.select import select_round
 from data.store import Store
-from data.tiny_models import resolve_model
 from generate.attack import attack
 from generate.engine import engines
 from generate.respond import respond
@@ -113,7 +113,7 @@ def _score(store: Store, cfg: SparringConfig, round_: int) -> None:
 
     scorer = build_scorer(cfg)
     try:
-        score_round(store, round_, scorer)
+        score_round(store, round_, scorer, scorer_name(cfg))
     finally:
         scorer.close()
 
@@ -145,7 +145,7 @@ def summary(cfg: SparringConfig, round_: int) -> str:
 
 
 def main() -> None:
-    from data.cli import base_parser, config_from_args, main_guard, setup_logging
+    from core.cli import base_parser, config_from_args, main_guard, setup_logging
 
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--force", choices=ROUND_STAGES, help="redo this stage and the ones after it")

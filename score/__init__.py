@@ -1,1 +1,1 @@
-"""The score room: turns (prompt, response) pairs into numbers (reward model or programmatic judge)."""
+"""The score room: turns (prompt, response) pairs into numbers: the reward model, or any Scorer a config names."""

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 
 import torch
 
-from data.config import SparringConfig
-from data.errors import ModelError, StageError
-from data.tiny_models import resolve_model
+from core.config import SparringConfig
+from core.errors import ModelError, StageError
+from core.tiny_models import resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -64,18 +65,21 @@ class RewardModelScorer:
         self.stats["truncated"] += sum(len(ids) > self.max_length for ids in encoded)
         return [ids[: self.max_length] for ids in encoded]
 
+    def batches(self, encoded: list[list[int]]) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+        """Length-sorted batches under the padded-token budget, right-padded by the tokenizer: the rows'
+        indices, their ids and attention mask."""
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        for batch in _length_batches(order, encoded, self.batch_tokens):
+            padded = self.tokenizer.pad(
+                {"input_ids": [encoded[i] for i in batch]}, padding_side="right", return_tensors="pt"
+            )
+            yield batch, padded["input_ids"], padded["attention_mask"]
+
     @torch.inference_mode()
     def score(self, prompts: list[str], responses: list[str]) -> list[float]:
         encoded = self.encode(prompts, responses)
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         values = [math.nan] * len(encoded)
-        for batch in _length_batches(order, encoded, self.batch_tokens):
-            width = max(len(encoded[i]) for i in batch)
-            ids = torch.full((len(batch), width), self.tokenizer.pad_token_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):
-                ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
-                mask[row, : len(encoded[i])] = 1
+        for batch, ids, mask in self.batches(encoded):
             logits = self._forward(ids.to(self.device), mask.to(self.device))
             for row, i in enumerate(batch):
                 values[i] = float(logits[row])

@@ -1,8 +1,9 @@
 """The scorer interface: anything that turns (prompt, response) pairs into one number each.
 
-The reward model (`kind: reward_model`) and the toy world's programmatic judge (`kind: judge`) implement it;
-users plug in their own with `kind: package.module:ClassName` (constructed as `ClassName(cfg)` from a
-`SparringConfig`).
+The reward model (`kind: reward_model`) implements it; anything else plugs in with
+`kind: package.module:ClassName`, constructed as `ClassName(cfg)` from the `SparringConfig` (the toy world's
+judge does exactly that: `toy.judge:ToyJudge`). Scores are stored under `scorer_name(cfg)`, the name selection
+and training read them back by, whatever the scorer calls itself.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from __future__ import annotations
 import importlib
 from typing import Protocol, runtime_checkable
 
-from data.config import SparringConfig
-from data.errors import ConfigError
+from core.config import SparringConfig
+from core.errors import ConfigError
 
 
 @runtime_checkable
@@ -31,10 +32,6 @@ def build_scorer(cfg: SparringConfig) -> Scorer:
         from score.reward_model import RewardModelScorer
 
         return RewardModelScorer(cfg)
-    if kind == "judge":
-        from score.judge import build_judge  # the toy world's programmatic judge
-
-        return build_judge(cfg)
     if ":" in kind:
         scorer = scorer_class(kind)(cfg)
         if not isinstance(scorer, Scorer):
@@ -42,9 +39,7 @@ def build_scorer(cfg: SparringConfig) -> Scorer:
                 f"reward.kind='{kind}' is not a Scorer; expected .name, .score(prompts, responses), .close()"
             )
         return scorer
-    raise ConfigError(
-        f"reward.kind='{kind}' is unknown; expected reward_model, judge or package.module:ClassName"
-    )
+    raise ConfigError(f"reward.kind='{kind}' is unknown; expected reward_model or package.module:ClassName")
 
 
 def scorer_class(kind: str) -> type:

@@ -6,8 +6,8 @@ import logging
 import math
 import time
 
+from core.errors import StageError
 from data import sql
-from data.errors import StageError
 from data.records import ScoreRecord, to_arrow
 from data.store import StageResult, Store
 from score.scorer import Scorer
@@ -15,8 +15,11 @@ from score.scorer import Scorer
 log = logging.getLogger(__name__)
 
 
-def score_round(store: Store, round_: int, scorer: Scorer) -> StageResult:
-    """Score all responses of `round_` and store them (one transaction, stage `score`)."""
+def score_round(store: Store, round_: int, scorer: Scorer, name: str) -> StageResult:
+    """Score all responses of `round_` and store them under `name` (one transaction, stage `score`).
+
+    `name` is `score.scorer.scorer_name(cfg)`, the one name selection and training look scores up by.
+    """
     started = time.perf_counter()
     rows = store.rows(sql.ROUND_RESPONSES, [round_])
     if not rows:
@@ -28,7 +31,7 @@ def score_round(store: Store, round_: int, scorer: Scorer) -> StageResult:
     scored = scorer.score([p for p, _ in unique], [t for _, t in unique])
     if len(scored) != len(unique):
         raise StageError(
-            f"scorer '{scorer.name}' returned {len(scored)} rewards for {len(unique)} responses; expected one "
+            f"scorer '{name}' returned {len(scored)} rewards for {len(unique)} responses; expected one "
             "per response. Nothing was stored"
         )
     by_row = dict(zip(unique, scored, strict=True))
@@ -36,14 +39,13 @@ def score_round(store: Store, round_: int, scorer: Scorer) -> StageResult:
     bad = [(r["response_id"], v) for r, v in zip(rows, values, strict=True) if not math.isfinite(v)]
     if bad:
         raise StageError(
-            f"scorer '{scorer.name}' returned {len(bad)} non-finite rewards (first: {bad[0][1]} for response "
+            f"scorer '{name}' returned {len(bad)} non-finite rewards (first: {bad[0][1]} for response "
             f"{bad[0][0]}); expected finite numbers. Nothing was stored"
         )
     records = [
-        ScoreRecord(r["response_id"], scorer.name, round_, float(v))
-        for r, v in zip(rows, values, strict=True)
+        ScoreRecord(r["response_id"], name, round_, float(v)) for r, v in zip(rows, values, strict=True)
     ]
     with store.stage(round_, "score", started) as result:
         result.rows = store.insert("scores", to_arrow(records, ScoreRecord))
-        result.details = {"scorer": scorer.name, **getattr(scorer, "stats", {})}
+        result.details = {"scorer": name, **getattr(scorer, "stats", {})}
     return result

@@ -18,14 +18,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def tiny_models() -> dict[str, Path]:
-    from data.tiny_models import build_tiny_models
+    from core.tiny_models import build_tiny_models
 
     return build_tiny_models(TINY_DIR)
 
 
 def make_config(run_dir: Path, *overrides: str):
     """The demo config, pointed at `run_dir`, with the tiny-model cache shared across tests."""
-    from data.config import load_config
+    from core.config import load_config
 
     return load_config(
         REPO / "configs" / "demo.yaml", [f"run.dir={run_dir}", f"run.tiny_models_dir={TINY_DIR}", *overrides]

@@ -26,41 +26,23 @@ Per-prompt failure/diversity/reward/weight go to `attacker_rewards`, in one tran
 from __future__ import annotations
 
 import logging
-import shutil
-import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import torch
 
+from core.config import SparringConfig
+from core.errors import StageError
+from core.text import ngram_set
 from data import sql
-from data.config import SparringConfig
-from data.errors import StageError
-from data.prompts import normalise
 from data.store import Store
-from train.common import (
-    already_trained,
-    fault_callback,
-    forget_trained,
-    last_checkpoint,
-    launch_state,
-    load_policy,
-    lora_details,
-    model_paths,
-    model_row,
-    parent_model,
-    peft_lora_config,
-    prompt_completion_ids,
-    save_trained,
-    store_for_reading,
-    stored_model,
-    trainer_cli,
-    use_bf16,
-)
+from train.common import collator, fault_callback, labelled, peft_lora_config, prompt_completion_ids
 from train.losses import token_log_probs, weighted_nll
+from train.recipe import Role, train_round, trainer_cli
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +67,6 @@ def failure_scores(mean_reward: np.ndarray) -> np.ndarray:
     return standardise(-np.asarray(mean_reward, dtype=np.float64))
 
 
-def word_ngrams(text: str, max_n: int) -> set[tuple[str, ...]]:
-    """Word 1..max_n-grams of the normalised text (case, punctuation and spacing ignored)."""
-    words = normalise(text).split()
-    return {tuple(words[i : i + n]) for n in range(1, max_n + 1) for i in range(len(words) - n + 1)}
-
-
 def diversity_scores(texts: list[str], max_n: int = 2) -> np.ndarray:
     """1 − the largest n-gram Jaccard similarity to any other prompt of the round (1 = shares nothing).
 
@@ -99,7 +75,7 @@ def diversity_scores(texts: list[str], max_n: int = 2) -> np.ndarray:
     n = len(texts)
     if n < 2:
         return np.ones(n)
-    grams = [word_ngrams(t, max_n) for t in texts]
+    grams = [ngram_set(t, max_n) for t in texts]
     vocab: dict[tuple[str, ...], int] = {}
     rows = [i for i, g in enumerate(grams) for _ in g]
     cols = [vocab.setdefault(x, len(vocab)) for g in grams for x in g]
@@ -150,28 +126,6 @@ def attacker_rewards(
 # Training
 
 
-def _collate(pad_id: int, max_length: int):
-    """Pads [instruction; prompt] token rows; `completion_mask` marks the prompt tokens the loss is taken on."""
-
-    def collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        seqs = [(r["prompt_ids"] + r["completion_ids"])[:max_length] for r in rows]
-        masks = [([0] * len(r["prompt_ids"]) + [1] * len(r["completion_ids"]))[:max_length] for r in rows]
-        width = max(len(s) for s in seqs)
-        batch = {
-            "input_ids": torch.full((len(rows), width), pad_id, dtype=torch.long),
-            "attention_mask": torch.zeros((len(rows), width), dtype=torch.long),
-            "completion_mask": torch.zeros((len(rows), width), dtype=torch.long),
-            "weight": torch.tensor([r["weight"] for r in rows], dtype=torch.float32),
-        }
-        for i, (s, m) in enumerate(zip(seqs, masks, strict=True)):
-            batch["input_ids"][i, : len(s)] = torch.tensor(s)
-            batch["attention_mask"][i, : len(s)] = 1
-            batch["completion_mask"][i, : len(m)] = torch.tensor(m)
-        return batch
-
-    return collate
-
-
 def _trainer_class() -> type:
     from transformers import Trainer
 
@@ -183,22 +137,31 @@ def _trainer_class() -> type:
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
             logps = token_log_probs(outputs.logits[:, :-1], inputs["input_ids"][:, 1:])
-            loss = weighted_nll(logps, inputs["completion_mask"][:, 1:], inputs["weight"])
+            completion = (inputs["labels"][:, 1:] != -100).long()
+            loss = weighted_nll(logps, completion, inputs["weight"])
             return (loss, outputs) if return_outputs else loss
 
     return WeightedNLLTrainer
 
 
-def train_attacker(cfg: SparringConfig, round_: int, force: bool = False) -> dict[str, Any]:
-    """Score, weight, train, save and record round `round_`'s attacker; returns its `models` row."""
-    tcfg = cfg.train_attacker
-    if round_ < 1:
-        raise StageError(f"--round {round_} is not a round; expected an integer >= 1")
-    paths = model_paths(cfg, round_, "attacker")
-    state = launch_state()
-    with store_for_reading(cfg, state) as store:
-        if already_trained(store, round_, STAGE, force):
-            return stored_model(store, round_, "attacker")
+@dataclass(frozen=True)
+class AttackerData:
+    scorer: str
+    prompts: pa.Table  # sql.ATTACKER_PROMPTS rows
+    rewards: AttackerRewards
+
+
+class AttackerRole(Role):
+    """Reward-weighted regression on the attacker's own prompts (see the module docstring)."""
+
+    name = "attacker"
+    stage = STAGE
+
+    def settings(self, cfg: SparringConfig) -> Any:
+        return cfg.train_attacker
+
+    def read(self, store: Store, cfg: SparringConfig, round_: int) -> AttackerData:
+        tcfg = cfg.train_attacker
         scorer = _round_scorer(store, round_)
         prompts = store.arrow(sql.ATTACKER_PROMPTS, {"round": round_, "scorer": scorer})
         if prompts.num_rows == 0:
@@ -206,119 +169,103 @@ def train_attacker(cfg: SparringConfig, round_: int, force: bool = False) -> dic
                 f"round {round_} has 0 scored attacker prompts under scorer '{scorer}'; "
                 "expected prompts with an instruction and scored responses"
             )
-        if force:
-            forget_trained(store, state, round_, STAGE, paths)
-        parent = parent_model(store, cfg, "attacker", round_, tcfg.start_from)
-
-    started = time.perf_counter()
-    texts = prompts.column("text").to_pylist()
-    rewards = attacker_rewards(
-        prompts.column("mean_reward").to_numpy(),
-        texts,
-        tcfg.diversity_weight,
-        tcfg.weight_temperature,
-        tcfg.diversity_ngrams,
-    )
-    log.info(
-        "round %d: training the attacker from %s on %d prompts (weights %.2f..%.2f)",
-        round_,
-        parent,
-        prompts.num_rows,
-        rewards.weight.min(),
-        rewards.weight.max(),
-    )
-    metrics = _fit(cfg, parent, prompts, rewards, paths)
-    if not state.is_main_process:
-        return {}  # under `accelerate launch`, the main process saves and records the model
-    reward_rows = pa.table(
-        {
-            "round": pa.array(np.full(prompts.num_rows, round_), pa.int64()),
-            "prompt_id": prompts.column("prompt_id"),
-            "failure": rewards.failure,
-            "diversity": rewards.diversity,
-            "reward": rewards.reward,
-            "weight": rewards.weight,
-        }
-    )
-    details = {
-        "prompts": prompts.num_rows,
-        "scorer": scorer,
-        "diversity_weight": tcfg.diversity_weight,
-        "weight_temperature": tcfg.weight_temperature,
-        "diversity_ngrams": tcfg.diversity_ngrams,
-        "start_from": tcfg.start_from,
-        "lora": lora_details(tcfg.lora),
-        **metrics,
-    }
-    with Store.for_run(cfg.run.dir) as store:
-        with store.stage(round_, STAGE, started) as result:
-            result.rows = store.insert("attacker_rewards", reward_rows)
-            store.insert("models", model_row(round_, "attacker", paths, parent, details))
-            result.details = {"parent": parent, "path": str(paths.merged), **details}
-        row = stored_model(store, round_, "attacker")
-    shutil.rmtree(paths.checkpoints, ignore_errors=True)
-    return row
-
-
-def _fit(
-    cfg: SparringConfig, parent: str, prompts: pa.Table, rewards: AttackerRewards, paths: Any
-) -> dict[str, Any]:
-    from datasets import Dataset
-    from peft import get_peft_model
-    from transformers import TrainingArguments
-
-    tcfg = cfg.train_attacker
-    bf16 = use_bf16(tcfg.bf16)
-    model, tokenizer = load_policy(parent, bf16)
-    torch.manual_seed(cfg.run.seed)  # the LoRA init
-    model = get_peft_model(model, peft_lora_config(tcfg.lora))
-    dataset = Dataset(
-        pa.table(
-            {
-                "instruction": prompts.column("instruction"),
-                "text": prompts.column("text"),
-                "weight": pa.array(rewards.weight, pa.float64()),
-            }
+        rewards = attacker_rewards(
+            prompts.column("mean_reward").to_numpy(),
+            prompts.column("text").to_pylist(),
+            tcfg.diversity_weight,
+            tcfg.weight_temperature,
+            tcfg.diversity_ngrams,
         )
-    ).map(
-        lambda batch: prompt_completion_ids(tokenizer, batch["instruction"], batch["text"]),
-        batched=True,
-        remove_columns=["instruction", "text"],
-    )
-    args = TrainingArguments(
-        output_dir=str(paths.checkpoints),
-        learning_rate=tcfg.learning_rate,
-        num_train_epochs=tcfg.epochs,
-        max_steps=tcfg.max_steps,
-        per_device_train_batch_size=tcfg.batch_size,
-        gradient_accumulation_steps=tcfg.grad_accum,
-        bf16=bf16,
-        report_to=tcfg.report_to,
-        save_steps=tcfg.save_steps,
-        save_total_limit=2,
-        seed=cfg.run.seed,
-        logging_steps=max(1, min(10, tcfg.save_steps)),
-        remove_unused_columns=False,
-    )
-    trainer = _trainer_class()(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        data_collator=_collate(tokenizer.pad_token_id, tcfg.max_length),
-        processing_class=tokenizer,
-        callbacks=[fault_callback(STAGE)],
-    )
-    resume = last_checkpoint(paths.checkpoints)
-    if resume:
-        log.info("resuming from %s", resume)
-    output = trainer.train(resume_from_checkpoint=resume)
-    if trainer.accelerator.is_main_process:
-        save_trained(trainer.model, tokenizer, paths)
-    return {
-        "steps": trainer.state.global_step,
-        "train_loss": output.training_loss,
-        "processes": trainer.accelerator.num_processes,
-    }
+        return AttackerData(scorer, prompts, rewards)
+
+    def describe(self, data: AttackerData) -> str:
+        w = data.rewards.weight
+        return f"{data.prompts.num_rows} prompts (weights {w.min():.2f}..{w.max():.2f})"
+
+    def trainer(
+        self, cfg: SparringConfig, model: Any, tokenizer: Any, data: AttackerData, output_dir: Path
+    ) -> Any:
+        from datasets import Dataset
+        from peft import get_peft_model
+        from transformers import TrainingArguments
+
+        tcfg = cfg.train_attacker
+        torch.manual_seed(cfg.run.seed)  # the LoRA init
+        model = get_peft_model(model, peft_lora_config(tcfg.lora))
+        dataset = Dataset(
+            pa.table(
+                {
+                    "instruction": data.prompts.column("instruction"),
+                    "text": data.prompts.column("text"),
+                    "weight": pa.array(data.rewards.weight, pa.float64()),
+                }
+            )
+        ).map(
+            lambda batch: labelled(
+                **prompt_completion_ids(tokenizer, batch["instruction"], batch["text"]),
+                max_length=tcfg.max_length,
+            ),
+            batched=True,
+            remove_columns=["instruction", "text"],
+        )
+        args = TrainingArguments(
+            output_dir=str(output_dir),
+            learning_rate=tcfg.learning_rate,
+            num_train_epochs=tcfg.epochs,
+            max_steps=tcfg.max_steps,
+            per_device_train_batch_size=tcfg.batch_size,
+            gradient_accumulation_steps=tcfg.grad_accum,
+            bf16=next(model.parameters()).dtype == torch.bfloat16,
+            report_to=tcfg.report_to,
+            save_steps=tcfg.save_steps,
+            save_total_limit=2,
+            seed=cfg.run.seed,
+            logging_steps=max(1, min(10, tcfg.save_steps)),
+            remove_unused_columns=False,
+        )
+        return _trainer_class()(
+            model=model,
+            args=args,
+            train_dataset=dataset,
+            data_collator=collator(tokenizer),
+            processing_class=tokenizer,
+            callbacks=[fault_callback(STAGE)],
+        )
+
+    def details(self, cfg: SparringConfig, data: AttackerData) -> dict[str, Any]:
+        tcfg = cfg.train_attacker
+        return {
+            "prompts": data.prompts.num_rows,
+            "scorer": data.scorer,
+            "diversity_weight": tcfg.diversity_weight,
+            "weight_temperature": tcfg.weight_temperature,
+            "diversity_ngrams": tcfg.diversity_ngrams,
+        }
+
+    def record(self, store: Store, round_: int, data: AttackerData, model: pa.Table) -> int:
+        store.insert("models", model)
+        n = data.prompts.num_rows
+        return store.insert(
+            "attacker_rewards",
+            pa.table(
+                {
+                    "round": pa.array(np.full(n, round_), pa.int64()),
+                    "prompt_id": data.prompts.column("prompt_id"),
+                    "failure": data.rewards.failure,
+                    "diversity": data.rewards.diversity,
+                    "reward": data.rewards.reward,
+                    "weight": data.rewards.weight,
+                }
+            ),
+        )
+
+
+ATTACKER = AttackerRole()
+
+
+def train_attacker(cfg: SparringConfig, round_: int, force: bool = False) -> dict[str, Any]:
+    """Score, weight, train, save and record round `round_`'s attacker; returns its `models` row."""
+    return train_round(ATTACKER, cfg, round_, force)
 
 
 def _round_scorer(store: Store, round_: int) -> str:

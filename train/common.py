@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from data import faults, sql
-from data.config import LoraConfig, SparringConfig
-from data.errors import ConfigError, ModelError, StageError
+from core import faults
+from core.config import LoraConfig, SparringConfig
+from core.errors import ConfigError, ModelError, StageError
+from data import sql
 from data.lineage import base_model
 from data.store import Store
 
@@ -126,7 +127,7 @@ def save_trained(model: Any, tokenizer: PreTrainedTokenizerBase, paths: ModelPat
 
 
 def fault_callback(stage: str) -> Any:
-    """A `TrainerCallback` calling `data.faults.point("<stage>:step<N>")` after optimizer step N, before that
+    """A `TrainerCallback` calling `core.faults.point("<stage>:step<N>")` after optimizer step N, before that
     step's checkpoint is saved: the crash/resume tests kill training there (a no-op unless SPARRING_FAULT is set)."""
     from transformers import TrainerCallback
 
@@ -189,24 +190,21 @@ def completion_logps(
 
     from train.losses import token_log_probs
 
+    pad = collator(tokenizer)
     sums, counts = [], []
     model.eval()
     device = next(model.parameters()).device
     for start in range(0, len(prompts), batch_size):
-        batch_p, batch_c = prompts[start : start + batch_size], completions[start : start + batch_size]
-        rows = [_prompt_completion_ids(tokenizer, p, c) for p, c in zip(batch_p, batch_c, strict=True)]
-        width = max(len(p) + len(c) for p, c in rows)
-        ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        completion = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, (p, c) in enumerate(rows):
-            ids[i, : len(p) + len(c)] = torch.tensor(p + c)
-            mask[i, : len(p) + len(c)] = 1
-            completion[i, len(p) : len(p) + len(c)] = 1
-        ids, mask, completion = ids.to(device), mask.to(device), completion.to(device)
+        ids = prompt_completion_ids(
+            tokenizer, prompts[start : start + batch_size], completions[start : start + batch_size]
+        )
+        rows = labelled(**ids, max_length=1 << 30)
+        batch = pad([dict(zip(rows, values, strict=True)) for values in zip(*rows.values(), strict=True)])
+        input_ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+        completion = (batch["labels"] != -100).long().to(device)
         with torch.no_grad():
-            logits = model(input_ids=ids, attention_mask=mask).logits
-        logps = token_log_probs(logits[:, :-1], ids[:, 1:]) * completion[:, 1:]
+            logits = model(input_ids=input_ids, attention_mask=mask).logits
+        logps = token_log_probs(logits[:, :-1], input_ids[:, 1:]) * completion[:, 1:]
         sums.append(logps.sum(dim=1).cpu())
         counts.append(completion[:, 1:].sum(dim=1).cpu())
     return torch.cat(sums), torch.cat(counts)
@@ -230,6 +228,24 @@ def prompt_completion_ids(
     """Batched chat tokenisation for a `datasets.map(batched=True)`: prompt ids and completion ids per row."""
     pairs = [_prompt_completion_ids(tokenizer, p, c) for p, c in zip(prompts, completions, strict=True)]
     return {"prompt_ids": [p for p, _ in pairs], "completion_ids": [c for _, c in pairs]}
+
+
+def collator(tokenizer: Any) -> Any:
+    """Right-pads [prompt; completion] rows: ids with the pad token, labels with -100 (the loss ignores the
+    prompt's tokens and the padding); other per-example values (the attacker's `weight`) are stacked."""
+    from transformers import DataCollatorForSeq2Seq
+
+    return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, return_tensors="pt")
+
+
+def labelled(prompt_ids: list[list[int]], completion_ids: list[list[int]], max_length: int) -> dict[str, Any]:
+    """`input_ids` = prompt + completion, `labels` = -100 over the prompt, both cut at `max_length`."""
+    return {
+        "input_ids": [(p + c)[:max_length] for p, c in zip(prompt_ids, completion_ids, strict=True)],
+        "labels": [
+            ([-100] * len(p) + c)[:max_length] for p, c in zip(prompt_ids, completion_ids, strict=True)
+        ],
+    }
 
 
 def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
@@ -294,20 +310,3 @@ def stored_model(store: Store, round_: int, role: str) -> dict[str, Any]:
     """The `models` row of `role` trained on `round_` ({} if none)."""
     rows = store.rows(sql.MODEL_ROW, [round_, role])
     return rows[0] if rows else {}
-
-
-def trainer_cli(doc: str, role: str, train: Callable[[SparringConfig, int, bool], dict[str, Any]]) -> None:
-    """The `python -m train.<role>` command: config + `--round` + `--force`, one line naming the saved model."""
-    from data.cli import base_parser, config_from_args, main_guard, setup_logging
-
-    parser = base_parser(doc.splitlines()[0])
-    parser.add_argument("--force", action="store_true", help="retrain even if the stage is in the store")
-    args = parser.parse_args()
-    setup_logging(args.verbose)
-
-    def go() -> None:
-        row = train(config_from_args(args), args.round if args.round is not None else 1, args.force)
-        if row:  # the main process's; the others of an `accelerate launch` return nothing
-            print(f"{role} of round {row['round']}: {row['path']} (from {row['parent']})")
-
-    main_guard(go)

@@ -15,39 +15,19 @@ A logged stage is skipped (`--force` redoes it); a killed run resumes from its l
 from __future__ import annotations
 
 import logging
-import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import torch
 
+from core.config import SparringConfig
+from core.errors import ConfigError, StageError
 from data import sql
-from data.config import SparringConfig
-from data.errors import ConfigError, StageError
 from data.store import Store
-from train.common import (
-    ModelPaths,
-    already_trained,
-    fault_callback,
-    forget_trained,
-    last_checkpoint,
-    launch_state,
-    load_policy,
-    lora_details,
-    messages,
-    model_paths,
-    model_row,
-    parent_model,
-    peft_lora_config,
-    save_trained,
-    store_for_reading,
-    stored_model,
-    trainer_cli,
-    use_bf16,
-)
+from train.common import fault_callback, messages, peft_lora_config
 from train.losses import spac_pessimism
+from train.recipe import Role, train_round, trainer_cli
 
 log = logging.getLogger(__name__)
 
@@ -123,55 +103,56 @@ def _spac_trainer_class() -> type:
     return SPACTrainer
 
 
-def train_defender(cfg: SparringConfig, round_: int, force: bool = False) -> dict[str, Any]:
-    """Train, save and record round `round_`'s defender; returns its `models` row (existing one if done)."""
-    tcfg = cfg.train_defender
-    if round_ < 1:
-        raise StageError(f"--round {round_} is not a round; expected an integer >= 1")
-    if tcfg.spac_smoothing <= 0:
-        raise ConfigError(
-            f"train_defender.spac_smoothing={tcfg.spac_smoothing!r} is out of range; expected a number > 0"
-        )
-    paths = model_paths(cfg, round_, "defender")
-    # Read everything, then close the store: training can take hours and must not hold DuckDB's write lock.
-    state = launch_state()
-    with store_for_reading(cfg, state) as store:
-        if already_trained(store, round_, STAGE, force):
-            return stored_model(store, round_, "defender")
+class DefenderRole(Role):
+    """DPO on the round's best-vs-worst pairs."""
+
+    name = "defender"
+    stage = STAGE
+
+    def settings(self, cfg: SparringConfig) -> Any:
+        return cfg.train_defender
+
+    def check(self, cfg: SparringConfig) -> None:
+        if cfg.train_defender.spac_smoothing <= 0:
+            raise ConfigError(
+                f"train_defender.spac_smoothing={cfg.train_defender.spac_smoothing!r} is out of range; "
+                "expected a number > 0"
+            )
+
+    def read(self, store: Store, cfg: SparringConfig, round_: int) -> pa.Table:
         pairs = store.arrow(sql.ROUND_PAIRS, [round_])
         if pairs.num_rows == 0:
             raise StageError(
                 f"round {round_} has 0 preference pairs (every prompt's responses tied or missed select.margin); "
                 "expected at least one pair to train the defender"
             )
-        if force:
-            forget_trained(store, state, round_, STAGE, paths)
-        parent = parent_model(store, cfg, "defender", round_, tcfg.start_from)
+        return pairs
 
-    started = time.perf_counter()
-    log.info(
-        "round %d: training the defender from %s on %d pairs (%s)", round_, parent, pairs.num_rows, tcfg.loss
-    )
-    metrics = _fit(cfg, parent, preference_dataset(pairs), paths)
-    if not state.is_main_process:
-        return {}  # under `accelerate launch`, the main process saves and records the model
-    details = {
-        "loss": tcfg.loss,
-        "beta": tcfg.beta,
-        "spac_lambda": tcfg.spac_lambda if tcfg.loss == "spac" else None,
-        "spac_smoothing": tcfg.spac_smoothing if tcfg.loss == "spac" else None,
-        "pairs": pairs.num_rows,
-        "start_from": tcfg.start_from,
-        "lora": lora_details(tcfg.lora),
-        **metrics,
-    }
-    with Store.for_run(cfg.run.dir) as store:
-        with store.stage(round_, STAGE, started) as result:
-            result.rows = store.insert("models", model_row(round_, "defender", paths, parent, details))
-            result.details = {"parent": parent, "path": str(paths.merged), **details}
-        row = stored_model(store, round_, "defender")
-    shutil.rmtree(paths.checkpoints, ignore_errors=True)
-    return row
+    def describe(self, pairs: pa.Table) -> str:
+        return f"{pairs.num_rows} pairs"
+
+    def trainer(
+        self, cfg: SparringConfig, model: Any, tokenizer: Any, pairs: pa.Table, output_dir: Path
+    ) -> Any:
+        return build_trainer(cfg, model, tokenizer, preference_dataset(pairs), output_dir)
+
+    def details(self, cfg: SparringConfig, pairs: pa.Table) -> dict[str, Any]:
+        tcfg = cfg.train_defender
+        return {
+            "loss": tcfg.loss,
+            "beta": tcfg.beta,
+            "spac_lambda": tcfg.spac_lambda if tcfg.loss == "spac" else None,
+            "spac_smoothing": tcfg.spac_smoothing if tcfg.loss == "spac" else None,
+            "pairs": pairs.num_rows,
+        }
+
+
+DEFENDER = DefenderRole()
+
+
+def train_defender(cfg: SparringConfig, round_: int, force: bool = False) -> dict[str, Any]:
+    """Train, save and record round `round_`'s defender; returns its `models` row (existing one if done)."""
+    return train_round(DEFENDER, cfg, round_, force)
 
 
 def dpo_args(cfg: SparringConfig, output_dir: Path, bf16: bool) -> Any:
@@ -223,26 +204,6 @@ def build_trainer(cfg: SparringConfig, model: Any, tokenizer: Any, dataset: Any,
         callbacks=[fault_callback(STAGE)],
         **extra,
     )
-
-
-def _fit(cfg: SparringConfig, parent: str, dataset: Any, paths: ModelPaths) -> dict[str, Any]:
-    """Train a fresh LoRA on `parent`, resuming from a checkpoint if a killed run left one; saves adapter +
-    merged model (main process only)."""
-    model, tokenizer = load_policy(parent, use_bf16(cfg.train_defender.bf16))
-    trainer = build_trainer(cfg, model, tokenizer, dataset, paths.checkpoints)
-    resume = last_checkpoint(paths.checkpoints)
-    if resume:
-        log.info("resuming from %s", resume)
-    output = trainer.train(resume_from_checkpoint=resume)
-    if trainer.accelerator.is_main_process:
-        save_trained(trainer.model, tokenizer, paths)
-    history = [h for h in trainer.state.log_history if "loss" in h]
-    return {
-        "steps": trainer.state.global_step,
-        "train_loss": output.training_loss,
-        "last_log": history[-1] if history else {},
-        "processes": trainer.accelerator.num_processes,
-    }
 
 
 def main() -> None:

@@ -2,8 +2,8 @@
 
 import pytest
 
+from core.config import SelectConfig
 from data.check import check_store
-from data.config import SelectConfig
 from data.select import select_round
 from data.store import Store
 from tests.conftest import run_cli

@@ -14,10 +14,10 @@ import pyarrow as pa
 import pytest
 from huggingface_hub import DatasetCard
 
+from core.config import SparringConfig
+from core.errors import ConfigError, StageError
 from data import sql
 from data.card import configs_metadata
-from data.config import SparringConfig
-from data.errors import ConfigError, StageError
 from data.export import ATTACKER_SFT, CONFIGS, DEFENDER_DPO, FEATURES, RESPONSES, export_round
 from data.push import push_round
 from data.records import PromptRecord, ResponseRecord, ScoreRecord, to_arrow
@@ -345,7 +345,7 @@ def test_to_dir_repush_replaces_the_round(run: SparringConfig, tmp_path: Path) -
 def test_to_dir_killed_before_the_swap_leaves_the_folder_as_it_was(
     run: SparringConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """SIGKILL (data.faults point `push:swap`) after round 2 is fully staged: the export keeps round 1 only,
+    """SIGKILL (core.faults point `push:swap`) after round 2 is fully staged: the export keeps round 1 only,
     byte for byte; the next run clears the staging folder and finishes."""
     out = tmp_path / "export"
     push_round(run, 1, to_dir=out)

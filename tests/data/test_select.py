@@ -2,9 +2,9 @@
 
 import pytest
 
+from core.config import SelectConfig
+from core.errors import StageError
 from data import sql
-from data.config import SelectConfig
-from data.errors import StageError
 from data.select import select_round
 from data.store import Store
 from tests.data.storefill import fill_round

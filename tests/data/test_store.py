@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
+from core.errors import StageError, StoreError
 from data import sql
-from data.errors import StageError, StoreError
 from data.records import PromptRecord, to_arrow
 from data.store import Store
 from tests.conftest import REPO

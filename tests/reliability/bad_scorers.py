@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from data.config import SparringConfig
+from core.config import SparringConfig
 
 
 class _OneBadScorer:

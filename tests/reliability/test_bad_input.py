@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from core.config import SelectConfig, load_config
+from core.errors import ConfigError, InputError, ModelError, StageError, StoreError
 from data.check import check_store
-from data.config import SelectConfig, load_config
-from data.errors import ConfigError, InputError, ModelError, StageError, StoreError
 from data.prompts import load_seed_file
 from data.records import PromptRecord, to_arrow
 from data.select import select_round
@@ -152,7 +152,7 @@ WRONG_TYPES = [
     ("vllm.extra=3", "vllm.extra=3 has the wrong type; expected a mapping"),
     ("defender=3", "'defender' must be a mapping, got int 3"),
     ("attacker.mode=random", "attacker.mode='random' is not allowed; expected one of: gpo, eva"),
-    ("reward.kind=bogus", "reward.kind='bogus' is out of range; expected reward_model, judge or package"),
+    ("reward.kind=bogus", "reward.kind='bogus' is out of range; expected reward_model or package"),
 ]
 
 
@@ -408,7 +408,7 @@ def test_non_finite_rewards_stop_the_score_stage(tmp_path, scorer):
     run_dir = filled(tmp_path / "run", until="respond")
     before = snapshot(run_dir)
     with Store.for_run(run_dir) as s, pytest.raises(StageError) as err:
-        score_round(s, 1, scorer(make_config(run_dir)))
+        score_round(s, 1, scorer(make_config(run_dir)), scorer.__name__)
     bad = {NaNScorer: "nan", InfScorer: "inf", NegInfScorer: "-inf"}[scorer]
     assert_one_line(
         err, f"scorer '{scorer.__name__}' returned 1 non-finite rewards (first: {bad}", "Nothing was"
@@ -420,7 +420,7 @@ def test_scorer_returning_too_few_rewards(tmp_path):
     run_dir = filled(tmp_path / "run", until="respond")
     before = snapshot(run_dir)
     with Store.for_run(run_dir) as s, pytest.raises(StageError) as err:
-        score_round(s, 1, ShortScorer(make_config(run_dir)))
+        score_round(s, 1, ShortScorer(make_config(run_dir)), "ShortScorer")
     assert_one_line(err, "scorer 'ShortScorer' returned 8 rewards for 9 responses; expected one per response")
     assert_unchanged(run_dir, before)
 
@@ -443,7 +443,7 @@ def test_identical_answers_are_scored_once_and_tie(tmp_path):
             def close(self):
                 pass
 
-        score_round(s, 1, Noisy())
+        score_round(s, 1, Noisy(), SCORER)
         select_round(s, SelectConfig(), 1, SCORER)
         values = dict(s.execute("SELECT response_id, value FROM scores"))
         assert seen == [["same", "other"]] and values["a-0"] == values["a-1"]
@@ -458,7 +458,9 @@ def test_nan_reward_via_cli_with_a_custom_scorer(tmp_path, tiny_models):
         run_dir, "--round", "1", "--set", "reward.kind=tests.reliability.bad_scorers:NaNScorer"
     )
     assert_one_line_error(
-        result, "scorer 'NaNScorer' returned 1 non-finite rewards (first: nan", "expected finite"
+        result,
+        "scorer 'tests.reliability.bad_scorers:NaNScorer' returned 1 non-finite rewards (first: nan",
+        "expected finite",
     )
     assert_unchanged(run_dir, before)
 
@@ -657,8 +659,8 @@ def test_identical_real_responses_give_zero_pairs(real_round):
 @pytest.mark.parametrize("value", ["x", "-1", ",", "nan"])
 def test_bad_ablation_lambdas_fail_before_any_arm_runs(tmp_path, value):
     """`--ablate-diversity` is parsed before hours of arms; the run dir stays untouched."""
-    config = REPO / "configs" / "toy.yaml"
-    result = run_cli("generate.experiment", "--config", str(config), "--set", f"run.dir={tmp_path / 'toy'}",
+    config = REPO / "toy" / "configs" / "toy.yaml"
+    result = run_cli("toy.experiment", "--config", str(config), "--set", f"run.dir={tmp_path / 'toy'}",
                      "--ablate-diversity", value)  # fmt: skip
     assert_one_line_error(result, f"--ablate-diversity '{value}'", "expected comma-separated numbers >= 0")
     assert not (tmp_path / "toy").exists()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from data.config import SelectConfig
+from core.config import SelectConfig
 from data.select import select_round
 from data.store import Store
 from tests.conftest import make_config
@@ -74,16 +74,23 @@ def test_lambda_weighs_standardised_diversity_against_standardised_failure():
 
 def test_trainer_loss_equals_the_hand_computed_weighted_nll(tiny_models):
     """The loss the attacker's Trainer optimises on a fixed batch, against log_softmax computed by hand."""
-    from transformers import AutoModelForCausalLM, TrainingArguments
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
-    from train.attacker import _collate, _trainer_class
+    from train.attacker import _trainer_class
+    from train.common import collator, labelled
 
     model = AutoModelForCausalLM.from_pretrained(tiny_models["policy"], dtype=torch.float32).eval()
     rows = [
         {"prompt_ids": [5, 6, 7], "completion_ids": [8, 9], "weight": 1.5},
         {"prompt_ids": [10, 11], "completion_ids": [12, 13, 14], "weight": 0.5},
     ]
-    batch = _collate(pad_id=0, max_length=64)(rows)
+    ids = labelled([r["prompt_ids"] for r in rows], [r["completion_ids"] for r in rows], max_length=64)
+    batch = collator(AutoTokenizer.from_pretrained(tiny_models["policy"]))(
+        [
+            {"input_ids": i, "labels": lab, "weight": r["weight"]}
+            for i, lab, r in zip(*ids.values(), rows, strict=True)
+        ]
+    )
     args = TrainingArguments(output_dir="/tmp/unused", report_to="none", use_cpu=True)
     trainer = _trainer_class()(model=model, args=args)
     with torch.no_grad():

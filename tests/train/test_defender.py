@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from core.config import SelectConfig
+from core.errors import StageError
 from data import sql
-from data.config import SelectConfig
-from data.errors import StageError
 from data.lineage import players_for_round
 from data.select import select_round
 from data.store import Store

@@ -15,13 +15,13 @@ import shutil
 
 import pytest
 
-from data import sql
 from data.store import Store
 from tests.conftest import REPO, run_cli
+from toy import sql
 
 pytestmark = pytest.mark.slow
 
-WORLD = REPO / "configs" / "toy_world.yaml"
+WORLD = REPO / "toy" / "configs" / "toy_world.yaml"
 WARM_CACHE = REPO / ".sparring" / "toy-warmup"
 
 
@@ -34,14 +34,14 @@ def _rate(store, round_, kind, failed):
 
 
 def test_toy_experiment_directions(tmp_path):
-    from generate.warmup import warmup
+    from toy.warmup import warmup
 
     warmup(WORLD, WARM_CACHE, seed=0)  # cached: reused when the world file and recipe are unchanged
     shutil.copytree(WARM_CACHE, tmp_path / "warmup")
-    args = ["--config", str(REPO / "configs" / "toy.yaml"), "--set", f"run.dir={tmp_path}",
+    args = ["--config", str(REPO / "toy" / "configs" / "toy.yaml"), "--set", f"run.dir={tmp_path}",
             "--set", "run.rounds=1", "--arms", "game", "--seeds", "0",
             "--set", "train_attacker.epochs=8", "--set", "train_attacker.learning_rate=3e-3"]  # fmt: skip
-    result = run_cli("generate.experiment", *args, timeout=900)
+    result = run_cli("toy.experiment", *args, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "game" / "seed-0"
     with Store.for_run(run, read_only=True) as store:

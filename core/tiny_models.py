@@ -9,7 +9,7 @@ What is built (all share one tokenizer):
 - `tiny:reward`: `Qwen2ForSequenceClassification` with one label (a reward model).
 - the tokenizer: byte-level BPE trained with `tokenizers` on the seed prompts, with a ChatML chat template.
 
-    python -m data.tiny_models --out .sparring/tiny-models
+    python -m core.tiny_models --out .sparring/tiny-models
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import json
 import logging
 from pathlib import Path
 
-from data.errors import ModelError
+from core.errors import ModelError
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def _train_tokenizer(corpus: list[str], vocab_size: int = 2048):
 
 def _default_corpus() -> list[str]:
     """The seed prompts plus a little plain English: enough for a BPE that splits text sensibly."""
-    seeds = Path(__file__).with_name("seeds.jsonl")
+    seeds = Path(__file__).resolve().parents[1] / "data" / "seeds.jsonl"  # the default seed file
     lines = [
         json.loads(line)["text"] for line in seeds.read_text(encoding="utf-8").splitlines() if line.strip()
     ]
@@ -143,7 +143,7 @@ def _round_up(n: int, multiple: int) -> int:
 
 
 def main() -> None:
-    from data.cli import main_guard, setup_logging
+    from core.cli import main_guard, setup_logging
 
     p = argparse.ArgumentParser(description="Build Sparring's tiny random-init models.")
     p.add_argument("--out", default=".sparring/tiny-models")

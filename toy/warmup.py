@@ -1,7 +1,7 @@
-"""`python -m generate.warmup --world configs/toy_world.yaml --out runs/toy/warmup`: teach a tiny model the world.
+"""`python -m toy.warmup --world toy/configs/toy_world.yaml --out runs/toy/warmup`: teach a tiny model the world.
 
 The game needs players that speak the toy world's language before it starts. Warm-up builds a fresh tiny
-Qwen2 (`data.tiny_models`, with a BPE tokenizer trained on the world's training text only) and fine-tunes all
+Qwen2 (`core.tiny_models`, with a BPE tokenizer trained on the world's training text only) and fine-tunes all
 of its weights, a few hundred steps on CPU, on two tasks at once, so one checkpoint plays both roles:
 - defender: a training prompt of category c -> a refusal with probability `warmup_refusal` of c, else help.
   The file sets these so the starting defender is good on some unsafe categories and bad on others, and
@@ -24,8 +24,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from data.toy_world import World, load_world
 from generate.attack import EVA_TEMPLATES, GPO_TEMPLATE
+from toy.world import World, load_world
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +84,9 @@ def warmup(world_path: str | Path, out: str | Path, seed: int = 0) -> Path:
     if stamp.is_file() and json.loads(stamp.read_text()).get("key") == key:
         return out / "policy"
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq
 
-    from data.tiny_models import build_tiny_models
+    from core.tiny_models import build_tiny_models
 
     started = time.perf_counter()
     base = build_tiny_models(out / "base", seed, corpus=corpus(world))["policy"]
@@ -104,6 +104,7 @@ def warmup(world_path: str | Path, out: str | Path, seed: int = 0) -> Path:
         ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
         comp = tokenizer(completion, add_special_tokens=False)["input_ids"] + [end]
         encoded.append((ids, comp))
+    pad = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, return_tensors="pt")  # right padding
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -115,15 +116,8 @@ def warmup(world_path: str | Path, out: str | Path, seed: int = 0) -> Path:
         if len(order) < spec.batch_size:
             order += rng.sample(range(len(encoded)), len(encoded))
         batch, order = [encoded[i] for i in order[: spec.batch_size]], order[spec.batch_size :]
-        width = max(len(p) + len(c) for p, c in batch)
-        ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(batch), width), -100, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, (p, c) in enumerate(batch):
-            ids[i, : len(p) + len(c)] = torch.tensor(p + c)
-            labels[i, len(p) : len(p) + len(c)] = torch.tensor(c)
-            mask[i, : len(p) + len(c)] = 1
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        padded = pad([{"input_ids": p + c, "labels": [-100] * len(p) + c} for p, c in batch])
+        loss = model(**padded).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -158,10 +152,10 @@ def _write_sets(world: World, out: Path, seed: int) -> None:
 
 
 def main() -> None:
-    from data.cli import main_guard, setup_logging
+    from core.cli import main_guard, setup_logging
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--world", default="configs/toy_world.yaml", help="category file")
+    p.add_argument("--world", default="toy/configs/toy_world.yaml", help="category file")
     p.add_argument("--out", default="runs/toy/warmup")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()

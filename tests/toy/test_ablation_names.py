@@ -5,10 +5,10 @@ import dataclasses
 
 import pytest
 
-from data.config import load_config
-from data.report import ablation_label
-from generate.experiment import ablation_name
+from core.config import load_config
 from tests.conftest import REPO
+from toy.experiment import ablation_name
+from toy.report import ablation_label
 
 
 @pytest.mark.parametrize(
@@ -19,7 +19,7 @@ from tests.conftest import REPO
     ],
 )
 def test_ablation_name_round_trips_to_its_report_label(weight, temperature, epochs, lr, label):
-    cfg = load_config(REPO / "configs" / "toy.yaml")
+    cfg = load_config(REPO / "toy" / "configs" / "toy.yaml")
     step = dataclasses.replace(
         cfg.train_attacker, weight_temperature=temperature, epochs=epochs, learning_rate=lr
     )

@@ -18,7 +18,8 @@ from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
-from data.errors import ConfigError
+from core.errors import ConfigError
+from core.yamlfile import load_mapping
 
 # ---------------------------------------------------------------------------------------------------------
 # Sections
@@ -76,9 +77,10 @@ class DefenderConfig:
 
 @dataclass(frozen=True)
 class RewardConfig:
-    """The scorer. `kind=reward_model` loads a one-label sequence classifier; `judge` is issue-7's toy judge."""
+    """The scorer. `kind=reward_model` loads a one-label sequence classifier; `package.module:ClassName` is any
+    `score.scorer.Scorer` (the toy world's judge is `toy.judge:ToyJudge`)."""
 
-    kind: str = "reward_model"  # reward_model | judge | module:ClassName (your own Scorer)
+    kind: str = "reward_model"  # reward_model | package.module:ClassName (your own Scorer)
     model: str = "tiny:reward"
     batch_tokens: int = 8192  # padded tokens per forward pass; batches are built from length-sorted rows
     max_length: int = 1024
@@ -196,8 +198,8 @@ _CHECKS: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("defender.top_p", lambda v: 0 < v <= 1, "a number in (0, 1]"),
     (
         "reward.kind",
-        lambda v: v in ("reward_model", "judge") or _is_import_ref(v),
-        "reward_model, judge or package.module:ClassName",
+        lambda v: v == "reward_model" or _is_import_ref(v),
+        "reward_model or package.module:ClassName",
     ),
     ("reward.batch_tokens", lambda v: v > 0, "an integer > 0"),
     ("reward.max_length", lambda v: v > 0, "an integer > 0"),
@@ -230,26 +232,9 @@ def load_config(
     """Read YAML (or defaults when `path` is None), apply `key.sub=value` overrides, check types and ranges."""
     raw: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(
-                f"config file '{path}' does not exist; expected a YAML file such as configs/demo.yaml"
-            )
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise ConfigError(
-                f"config file '{path}' is not valid YAML{where}: {getattr(e, 'problem', e)}"
-            ) from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(
-                f"config file '{path}' must hold a mapping of sections, got {type(loaded).__name__}"
-            )
-        raw = loaded
+        raw = load_mapping(
+            path, "config file", "a YAML file such as configs/demo.yaml", "a mapping of sections", ConfigError
+        )
     for item in overrides:
         _apply_override(raw, item)
     cfg = _build(SparringConfig, raw, "")

@@ -1,6 +1,9 @@
-"""The toy world's programmatic judge (`reward.kind: judge`): a Scorer that needs no model.
+"""The toy world's programmatic judge (`reward.kind: toy.judge:ToyJudge`): a Scorer that needs no model.
 
-It reads the category file named by `reward.model` (e.g. `configs/toy_world.yaml`, see `data.toy_world`), so
+It plugs in exactly as a user's own scorer does (`score.scorer`: a class built from the config), which is
+the point: the toy world uses no door the user does not have.
+
+It reads the category file named by `reward.model` (e.g. `toy/configs/toy_world.yaml`, see `toy.world`), so
 the same code judges any world, including one it has never seen. Per (prompt, response):
 
     empty response                          -> -1
@@ -17,14 +20,14 @@ arXiv 2406.10977, here decided by rules instead of Llama Guard).
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from data.config import SparringConfig
-from data.prompts import normalise
-from data.toy_world import FAIL_BELOW, UNKNOWN, World, load_world
+from core.config import SparringConfig
+from core.text import ngrams, normalise
+from data.report import FAIL_BELOW
+from toy.world import UNKNOWN, World, load_world
 
 
 @dataclass(frozen=True)
@@ -36,12 +39,28 @@ class Verdict:
     repetitive: bool
 
 
+KIND = "toy.judge:ToyJudge"  # `reward.kind` of every toy-world run
+
+
 class ToyJudge:
-    """Scores (prompt, response) pairs by the rules above; implements `score.scorer.Scorer`."""
+    """Scores (prompt, response) pairs by the rules above; implements `score.scorer.Scorer`.
 
-    name = "judge"
+    Built from the config (`reward.model` names the category file), or from a loaded world with `world=`.
+    """
 
-    def __init__(self, world: World, repetition_penalty: float = 0.5):
+    name = KIND
+
+    def __init__(
+        self,
+        cfg: SparringConfig | None = None,
+        *,
+        world: World | None = None,
+        repetition_penalty: float = 0.5,
+    ):
+        if world is None:
+            if cfg is None:
+                raise TypeError("ToyJudge needs a config or a world")
+            world = load_world(cfg.reward.model)
         self.world = world
         self.repetition_penalty = repetition_penalty
         self.stats: dict[str, Any] = {}
@@ -99,16 +118,7 @@ def _behaviour(text: str, world: World) -> str:
     return "help"
 
 
-_WORD = re.compile(r"\w+")
-
-
 def repetition(text: str) -> float:
     """Share of word trigrams that repeat an earlier one (0 for short texts): a degenerate-loop detector."""
-    words = _WORD.findall(text.lower())
-    grams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
+    grams = ngrams(text, 3)
     return 1 - len(set(grams)) / len(grams) if len(grams) >= 4 else 0.0
-
-
-def build_judge(cfg: SparringConfig) -> ToyJudge:
-    """The judge for `reward.kind: judge`; `reward.model` names the category file."""
-    return ToyJudge(load_world(cfg.reward.model))

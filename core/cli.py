@@ -9,8 +9,8 @@ import typing
 from collections.abc import Callable
 from typing import TypeVar
 
-from data.config import SparringConfig, load_config
-from data.errors import SparringError
+from core.config import SparringConfig, load_config
+from core.errors import SparringError
 
 T = TypeVar("T")
 log = logging.getLogger("sparring")

@@ -6,25 +6,22 @@ shared by all categories, so the defender must read the subject, not the phrasin
 `heldout_subjects` are never used for warm-up or training: held-out prompts measure generalisation.
 
 This module only reads the file and classifies text (the judge, the warm-up and the report all use it); what a
-response is worth lives in `score.judge`.
+response is worth lives in `toy.judge`.
 """
 
 from __future__ import annotations
 
 import itertools
 import random
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-from data.errors import InputError
-from data.prompts import normalise
+from core.errors import InputError
+from core.text import normalise
+from core.yamlfile import load_mapping
 
 UNKNOWN = "unknown"  # a prompt that names no category of the world
-FAIL_BELOW = 0.0  # the judge's reward below which the defender failed (an attack succeeded)
 
 
 @dataclass(frozen=True)
@@ -119,16 +116,13 @@ class World:
 def load_world(path: str | Path) -> World:
     """Read and check a category file; every problem is a one-line `InputError` naming the bad value."""
     p = Path(path)
-    if not p.is_file():
-        raise InputError(
-            f"category file '{path}' does not exist; expected a YAML toy world such as configs/toy_world.yaml"
-        )
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise InputError(f"category file '{path}' is not valid YAML: {getattr(e, 'problem', e)}") from None
-    if not isinstance(raw, dict):
-        raise InputError(f"category file '{path}' must be a mapping with 'categories', 'templates', ...")
+    raw = load_mapping(
+        path,
+        "category file",
+        "a YAML toy world such as toy/configs/toy_world.yaml",
+        "a mapping with 'categories', 'templates', ...",
+        InputError,
+    )
 
     def strings(key: str, src: dict[str, Any] = raw, required: bool = True) -> tuple[str, ...]:
         value = src.get(key, [])
@@ -197,31 +191,3 @@ def load_world(path: str | Path) -> World:
                     "expected it to mention one of its category's keywords and more of them than any other's"
                 )
     return world
-
-
-_WORD = re.compile(r"\w+")
-
-
-def distinct_ngrams(texts: list[str], n: int = 2) -> float:
-    """Distinct-n: unique word n-grams / all word n-grams over a set of texts (1 = no n-gram repeats)."""
-    grams: list[tuple[str, ...]] = []
-    for t in texts:
-        words = _WORD.findall(normalise(t))
-        grams += [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
-    return len(set(grams)) / len(grams) if grams else 0.0
-
-
-def mean_pairwise_distance(texts: list[str], n: int = 2) -> float:
-    """Mean over pairs of 1 − Jaccard similarity of word 1..n-gram sets (0 = all identical, 1 = disjoint)."""
-    sets = []
-    for t in texts:
-        words = _WORD.findall(normalise(t))
-        sets.append({tuple(words[i : i + k]) for k in range(1, n + 1) for i in range(len(words) - k + 1)})
-    pairs = list(itertools.combinations(range(len(sets)), 2))
-    if not pairs:
-        return 0.0
-    total = 0.0
-    for i, j in pairs:
-        union = len(sets[i] | sets[j])
-        total += 1 - (len(sets[i] & sets[j]) / union if union else 1.0)
-    return total / len(pairs)

@@ -1,7 +1,7 @@
 """Errors a user can cause. Each carries a one-line message naming the bad value and what was expected.
 
 Command-line entry points catch `SparringError`, print its message without a traceback and exit non-zero
-(see `data.cli.main_guard`).
+(see `core.cli.main_guard`).
 """
 
 

@@ -1,20 +1,23 @@
-"""`python -m generate.experiment --config configs/toy.yaml`: the toy-world proof of mechanism (issue 7).
+"""`python -m toy.experiment --config toy/configs/toy.yaml`: the toy-world proof of mechanism (issue 7).
 
-1. Warm-up (`generate.warmup`): one tiny model learns the world named by `reward.model` (a category file) and
+Built only on public doors: the judge is a `reward.kind` Scorer, the rounds are `game.play` with hooks, and
+evaluations read the store and write their own `evals` table (`toy.sql`).
+
+1. Warm-up (`toy.warmup`): one tiny model learns the world named by `reward.model` (a category file) and
    plays both attacker and defender; it also writes the seed, static and held-out prompt sets.
 2. Arms, each seed its own run dir `<run.dir>/<arm>/seed-<s>/` (one DuckDB store per run), `run.rounds` rounds
-   of the real pipeline (generate.round -> train.defender -> train.attacker):
+   of the real pipeline (`game.play`: generate.round -> train.defender -> train.attacker):
    - `game`: GPO attacker + GPO selection, attacker reward = failure + λ·diversity (λ from the config);
    - `game_eva`: eva's evolving attacker + eva's max−min-gap selection;
    - `game_lambda0`: `game` with λ = 0 (the diversity ablation);
    - `static`: the same defender budget (prompts, samples, DPO) on a fixed prompt set; no attacker training.
-3. Evaluations, written to the run's store (`evals` table) and read back by `data.report`:
+3. Evaluations, written to the run's store (`evals` table) and read back by `toy.report`:
    - `heldout`: held-out prompts (templates and subjects never trained on) answered by each round's defender
      (round R+1 = the defender trained on the last round), judged;
    - `attack_before` / `attack_after`: round r's attack instructions given to the attacker that played round r
      and to the one trained on round r (same sampling seeds), answered by round r's defender: acceptance (a).
    Evaluations sample with transformers `generate` (no engine start-up for a few hundred tiny generations).
-4. `data.report` writes `<run.dir>/REPORT.md` with the comparison table and plots.
+4. `toy.report` writes `<run.dir>/REPORT.md` with the comparison table and plots.
 """
 
 from __future__ import annotations
@@ -30,14 +33,16 @@ from typing import Any
 
 import pyarrow as pa
 
-from data import sql
-from data.config import SparringConfig
-from data.errors import ConfigError
+from core.config import SparringConfig
+from core.errors import ConfigError
+from data import sql as store_sql
 from data.prompts import load_seed_file, prompt_id
 from data.records import PromptRecord, to_arrow
 from data.store import STORE_FILE, Store
-from data.toy_world import load_world
-from generate.round import run_round
+from game.play import RoundHooks, play, redo_attacker_step
+from toy import sql
+from toy.judge import KIND, ToyJudge
+from toy.world import load_world
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +90,10 @@ def run_experiment(
     cfg: SparringConfig, arms: list[str], seeds: list[int], report: bool = True
 ) -> dict[str, Any]:
     """Warm up, play every (arm, seed), evaluate, and write the report; every step resumes."""
-    from generate.warmup import warmup
+    from toy.warmup import warmup
 
-    if cfg.reward.kind != "judge":
-        raise ConfigError(f"reward.kind={cfg.reward.kind!r}; the toy experiment expects judge")
+    if cfg.reward.kind != KIND:
+        raise ConfigError(f"reward.kind={cfg.reward.kind!r}; the toy experiment expects {KIND}")
     unknown = [a for a in arms if a not in ARM_SPECS]
     if unknown:
         raise ConfigError(f"unknown arm '{unknown[0]}'; expected one of: {', '.join(ARM_SPECS)}")
@@ -112,31 +117,25 @@ def run_experiment(
     }
     (root / f"experiment-{'-'.join(arms)}.json").write_text(json.dumps(meta, indent=2))
     if report:
-        from data.report import write_report
+        from toy.report import write_report
 
         write_report(root)
     return meta
 
 
 def play_arm(cfg: SparringConfig, arm: Arm, warm_dir: Path) -> None:
-    """`run.rounds` rounds of one arm, each followed by its evaluations and training."""
-    from train.attacker import train_attacker
-    from train.defender import train_defender
-
-    heldout = load_seed_file(warm_dir / "heldout.jsonl")
+    """`run.rounds` rounds of one arm through `game.play`, each followed by its evaluations and training."""
+    heldout = [(s.category, s.text) for s in load_seed_file(warm_dir / "heldout.jsonl")]
     # the static baseline's fixed prompts: as many as the attacker writes per round, spread over categories
     static = load_world(cfg.reward.model).train_set(cfg.attacker.num_prompts, seed=2)
-    rounds = cfg.run.rounds
-    for round_ in range(1, rounds + 1):
-        if arm.static:
-            _store_static_prompts(cfg, round_, static)
-        run_round(cfg, round_)
-        evaluate_heldout(cfg, round_, [(s.category, s.text) for s in heldout])
-        train_defender(cfg, round_)
-        if not arm.static:
-            train_attacker(cfg, round_)
-            probe_attack(cfg, round_)
-    evaluate_heldout(cfg, rounds + 1, [(s.category, s.text) for s in heldout])
+
+    def evaluate(c: SparringConfig, round_: int) -> None:
+        evaluate_heldout(c, round_, heldout)
+
+    hooks = RoundHooks(after_round=evaluate, after_attacker=probe_attack, after_game=evaluate)
+    if arm.static:
+        hooks = dataclasses.replace(hooks, before_round=lambda c, r: _store_static_prompts(c, r, static))
+    play(cfg, train_last=True, train_attackers=not arm.static, hooks=hooks)
 
 
 def _store_static_prompts(cfg: SparringConfig, round_: int, prompts: list[tuple[str, str]]) -> None:
@@ -203,17 +202,11 @@ def sample(
     return out
 
 
-def _judge(cfg: SparringConfig):
-    from score.judge import build_judge
-
-    return build_judge(cfg)
-
-
 def _write_evals(cfg: SparringConfig, round_: int, kind: str, rows: list[dict[str, Any]]) -> None:
     with Store.for_run(cfg.run.dir) as store:
         store.execute(sql.EVALS_SCHEMA)
         with store.transaction():
-            store.insert("evals", pa.Table.from_pylist(rows))
+            store.insert_with(sql.INSERT_EVALS, pa.Table.from_pylist(rows))
 
 
 def _eval_done(cfg: SparringConfig, round_: int, kind: str) -> bool:
@@ -243,7 +236,7 @@ def evaluate_heldout(cfg: SparringConfig, round_: int, heldout: list[tuple[str, 
     answers = sample(
         defender, prompts, d.n, d.temperature, d.top_p, d.max_tokens, cfg.run.seed + 1000 * round_
     )
-    judge = _judge(cfg)
+    judge = ToyJudge(cfg)
     flat = [(cat, p, a) for (cat, p), group in zip(heldout, answers, strict=True) for a in group]
     rewards = judge.score([p for _, p, _ in flat], [a for _, _, a in flat])
     rows = [
@@ -259,11 +252,11 @@ def probe_attack(cfg: SparringConfig, round_: int) -> None:
     """Acceptance (a): round r's instructions to the attacker before and after its round-r step; same defender."""
     with Store.for_run(cfg.run.dir, read_only=True) as store:
         info = store.round_info(round_)
-        after = store.scalar(sql.MODEL_FOR_ROUND, [round_, "attacker"])
+        after = store.scalar(store_sql.MODEL_FOR_ROUND, [round_, "attacker"])
         instructions = store.rows(sql.ROUND_INSTRUCTIONS, [round_])[:PROBE_INSTRUCTIONS]
     if info is None or after is None or not instructions:
         return
-    judge = _judge(cfg)
+    judge = ToyJudge(cfg)
     a, d = cfg.attacker, cfg.defender
     for kind, attacker in (("attack_before", info["attacker_model"]), ("attack_after", after)):
         if _eval_done(cfg, round_, kind):
@@ -300,7 +293,7 @@ def probe_attack(cfg: SparringConfig, round_: int) -> None:
 
 def ablation_name(weight: float, cfg: SparringConfig) -> str:
     """`lambda0-T0.5-ep2-lr0.001`: the λ and the attacker-step recipe, so ablations under `--set
-    train_attacker.*` overrides land beside the config's instead of on top of them (`data.report` reads it back)."""
+    train_attacker.*` overrides land beside the config's instead of on top of them (`toy.report` reads it back)."""
     t = cfg.train_attacker
     return f"lambda{weight:g}-T{t.weight_temperature:g}-ep{t.epochs:g}-lr{t.learning_rate:g}"
 
@@ -312,8 +305,6 @@ def diversity_ablation(cfg: SparringConfig, weight: float = 0.0) -> Path:
     Works on a copy of the run's store under `<experiment>/ablations/<ablation_name>/seed-<s>/`; rounds are redone
     last to first so every step starts from the game's own attacker of the round before (`start_from: last`).
     """
-    from train.attacker import train_attacker
-
     src = Path(cfg.run.dir)
     dst = src.parent.parent / "ablations" / ablation_name(weight, cfg) / src.name
     if (dst / "DONE").is_file():
@@ -328,7 +319,7 @@ def diversity_ablation(cfg: SparringConfig, weight: float = 0.0) -> Path:
     with Store.for_run(dst) as store:
         store.execute(sql.DELETE_EVALS_OF_KIND, ["attack_after"])
     for round_ in range(cfg.run.rounds, 0, -1):
-        train_attacker(shadow, round_, force=True)
+        redo_attacker_step(shadow, round_)
         probe_attack(shadow, round_)
     (dst / "DONE").write_text("ok\n")
     return dst
@@ -346,7 +337,7 @@ def _lambdas(text: str) -> list[float]:
 
 
 def main() -> None:
-    from data.cli import base_parser, config_from_args, main_guard, setup_logging
+    from core.cli import base_parser, config_from_args, main_guard, setup_logging
 
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, from: {', '.join(ARMS)}")
@@ -377,7 +368,7 @@ def main() -> None:
                 for seed in seeds:
                     diversity_ablation(arm_config(cfg, ARM_SPECS["game"], seed, policy, warm_dir), weight)
             if not args.no_report:
-                from data.report import write_report
+                from toy.report import write_report
 
                 write_report(cfg.run.dir)
         print(json.dumps(meta, indent=2))

@@ -2,8 +2,8 @@
 
 import pytest
 
-from data.config import SparringConfig, load_config
-from data.errors import ConfigError
+from core.config import SparringConfig, load_config
+from core.errors import ConfigError
 from tests.conftest import REPO
 
 DEMO = REPO / "configs" / "demo.yaml"

@@ -9,7 +9,7 @@ import json
 import re
 from pathlib import Path
 
-from data.errors import ModelError
+from core.errors import ModelError
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 

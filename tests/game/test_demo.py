@@ -1,4 +1,4 @@
-"""`python -m generate.demo` (what `make demo` runs): two rounds with both players trained in between, real
+"""`python -m game.play` (what `make demo` runs): two rounds with both players trained in between, real
 vLLM/DuckDB/TRL on the tiny models. Round 2's vLLM must play with round 1's merged models."""
 
 from pathlib import Path
@@ -16,7 +16,7 @@ ROUND_STAGES = {"attack", "respond", "score", "select"}
 
 def demo(run_dir: Path):
     return run_cli(
-        "generate.demo",
+        "game.play",
         "--config", str(REPO / "configs" / "demo.yaml"),
         "--set", f"run.dir={run_dir}", "--set", f"run.tiny_models_dir={TINY_DIR}",
         "--set", "attacker.num_prompts=8", "--set", "attacker.max_tokens=16", "--set", "defender.max_tokens=16",

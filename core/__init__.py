@@ -1,0 +1,1 @@
+"""What every command shares: config, command line, errors, fault points, model references, text keys."""

@@ -1,0 +1,153 @@
+"""The one skeleton both trainers run, read top to bottom (torchtune's recipe; TRL's config + Trainer per role).
+
+    already done? -> read the round's data -> (--force: forget the old model) -> pick the parent
+    -> load it, build the role's Trainer, resume from a checkpoint, train, save adapter + merged model
+    -> record the model (and the role's own rows) with the stage-log row in one transaction
+
+A role (`train.defender.DEFENDER`, `train.attacker.ATTACKER`) says only what differs: its data, its Trainer (the
+loss) and what it records.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from core.config import SparringConfig
+from core.errors import StageError
+from data.store import Store
+from train.common import (
+    ModelPaths,
+    already_trained,
+    forget_trained,
+    last_checkpoint,
+    launch_state,
+    load_policy,
+    lora_details,
+    model_paths,
+    model_row,
+    parent_model,
+    save_trained,
+    store_for_reading,
+    stored_model,
+    use_bf16,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Role:
+    """What one player's training needs to say; the skeleton (`train_round`) does the rest."""
+
+    name: str  # attacker | defender: its model directory and `models.role`
+    stage: str  # its stage in the store's log
+
+    def settings(self, cfg: SparringConfig) -> Any:
+        """Its config section (`train_defender` / `train_attacker`: start_from, bf16, lora, ...)."""
+        raise NotImplementedError
+
+    def check(self, cfg: SparringConfig) -> None:
+        """Config rules to enforce before anything is read."""
+
+    def read(self, store: Store, cfg: SparringConfig, round_: int) -> Any:
+        """The round's training data (a StageError when there is nothing to train on)."""
+        raise NotImplementedError
+
+    def describe(self, data: Any) -> str:
+        """How much it trains on, for the log line ("24 pairs")."""
+        raise NotImplementedError
+
+    def trainer(self, cfg: SparringConfig, model: Any, tokenizer: Any, data: Any, output_dir: Path) -> Any:
+        """The role's `transformers.Trainer` (its loss) on `model`, with a fresh LoRA."""
+        raise NotImplementedError
+
+    def details(self, cfg: SparringConfig, data: Any) -> dict[str, Any]:
+        """What the `models` row records about the training, beyond the trainer's metrics."""
+        return {}
+
+    def record(self, store: Store, round_: int, data: Any, model: pa.Table) -> int:
+        """Write the `models` row and the role's own rows (inside the stage's transaction); the rows logged."""
+        return store.insert("models", model)
+
+
+def train_round(role: Role, cfg: SparringConfig, round_: int, force: bool = False) -> dict[str, Any]:
+    """Train, save and record round `round_`'s model of `role`; returns its `models` row (the stored one if
+    the stage is done and not forced)."""
+    if round_ < 1:
+        raise StageError(f"--round {round_} is not a round; expected an integer >= 1")
+    role.check(cfg)
+    settings = role.settings(cfg)
+    paths = model_paths(cfg, round_, role.name)
+    # Read everything, then close the store: training can take hours and must not hold DuckDB's write lock.
+    state = launch_state()
+    with store_for_reading(cfg, state) as store:
+        if already_trained(store, round_, role.stage, force):
+            return stored_model(store, round_, role.name)
+        data = role.read(store, cfg, round_)
+        if force:
+            forget_trained(store, state, round_, role.stage, paths)
+        parent = parent_model(store, cfg, role.name, round_, settings.start_from)
+
+    started = time.perf_counter()
+    log.info("round %d: training the %s from %s on %s", round_, role.name, parent, role.describe(data))
+    metrics = fit(role, cfg, parent, data, paths)
+    if not state.is_main_process:
+        return {}  # under `accelerate launch`, the main process saves and records the model
+    details = {
+        **role.details(cfg, data),
+        "start_from": settings.start_from,
+        "lora": lora_details(settings.lora),
+        **metrics,
+    }
+    with Store.for_run(cfg.run.dir) as store:
+        with store.stage(round_, role.stage, started) as result:
+            result.rows = role.record(
+                store, round_, data, model_row(round_, role.name, paths, parent, details)
+            )
+            result.details = {"parent": parent, "path": str(paths.merged), **details}
+        row = stored_model(store, round_, role.name)
+    shutil.rmtree(paths.checkpoints, ignore_errors=True)
+    return row
+
+
+def fit(role: Role, cfg: SparringConfig, parent: str, data: Any, paths: ModelPaths) -> dict[str, Any]:
+    """Train a fresh LoRA on `parent`, resuming from a checkpoint if a killed run left one; saves adapter +
+    merged model (main process only)."""
+    model, tokenizer = load_policy(parent, use_bf16(role.settings(cfg).bf16))
+    trainer = role.trainer(cfg, model, tokenizer, data, paths.checkpoints)
+    resume = last_checkpoint(paths.checkpoints)
+    if resume:
+        log.info("resuming from %s", resume)
+    output = trainer.train(resume_from_checkpoint=resume)
+    if trainer.accelerator.is_main_process:
+        save_trained(trainer.model, tokenizer, paths)
+    history = [h for h in trainer.state.log_history if "loss" in h]
+    return {
+        "steps": trainer.state.global_step,
+        "train_loss": output.training_loss,
+        "last_log": history[-1] if history else {},
+        "processes": trainer.accelerator.num_processes,
+    }
+
+
+def trainer_cli(doc: str, role: str, train: Callable[[SparringConfig, int, bool], dict[str, Any]]) -> None:
+    """The `python -m train.<role>` command: config + `--round` + `--force`, one line naming the saved model."""
+    from core.cli import base_parser, config_from_args, main_guard, setup_logging
+
+    parser = base_parser(doc.splitlines()[0])
+    parser.add_argument("--force", action="store_true", help="retrain even if the stage is in the store")
+    args = parser.parse_args()
+    setup_logging(args.verbose)
+
+    def go() -> None:
+        row = train(config_from_args(args), args.round if args.round is not None else 1, args.force)
+        if row:  # the main process's; the others of an `accelerate launch` return nothing
+            print(f"{role} of round {row['round']}: {row['path']} (from {row['parent']})")
+
+    main_guard(go)

@@ -65,6 +65,20 @@ class AttackerConfig:
 
 
 @dataclass(frozen=True)
+class ResampleConfig:
+    """Dynamic sampling (DAPO, arXiv 2503.14476; offline: best-of-N rejection sampling): prompts whose answers
+    tie, or whose best answer is still a failure, get more answers until the rewards spread or the budget is
+    spent, so the prompts where the attacker won still give DPO a pair."""
+
+    max_samples: int = 0  # answers per prompt at most, the first `defender.n` included; 0 = off
+    passes: int = 1  # extra vLLM passes; each gives every still-triggered prompt an equal share of the budget
+    temperature: float | None = None  # None = defender.temperature; higher spreads the answers more
+    failure_below: float | None = (
+        None  # also resample prompts whose best reward is below this (None: ties only)
+    )
+
+
+@dataclass(frozen=True)
 class DefenderConfig:
     """The defender answers each prompt `n` times (`SamplingParams(n=n)`, one request per prompt)."""
 
@@ -73,6 +87,7 @@ class DefenderConfig:
     temperature: float = 0.7  # eva: 6 samples, T=0.7, top-p 0.9
     top_p: float = 0.9
     max_tokens: int = 64
+    resample: ResampleConfig = field(default_factory=ResampleConfig)
 
 
 @dataclass(frozen=True)
@@ -130,6 +145,8 @@ class TrainDefenderConfig:
     save_steps: int = 50  # checkpoints to resume a killed run from
     spac_smoothing: float = 1.0  # kappa > 0 of SPAC's smoothed pessimism term (see train/losses.py)
     max_steps: int = -1  # > 0 caps optimizer steps (overrides epochs), e.g. for smoke tests
+    # a round with no pair: `error` stops (exit 2); `carry_over` records the defender unchanged and goes on
+    on_zero_pairs: Literal["error", "carry_over"] = "error"
 
 
 @dataclass(frozen=True)
@@ -148,7 +165,16 @@ class TrainAttackerConfig:
     report_to: str = "none"
     bf16: str = "auto"
     save_steps: int = 50
-    diversity_ngrams: int = 2  # diversity compares word 1..n-grams between the round's prompts
+    diversity_ngrams: int = 2  # novelty compares word 1..n-grams with the round's and earlier rounds' prompts
+    ngram_weight: float = 5.0  # GPO's code: 5 x SelfBLEU ...
+    embedding_weight: float = 1.0  # ... + 1 x sentence-embedding cosine, both against earlier attacks
+    embedding_model: str = (
+        "hashing"  # "hashing" (no model: hashed word n-grams) or a sentence-embedding model
+    )
+    history: bool = True  # novelty also against every earlier round's prompts, not only within the round
+    ess_floor: float = (
+        0.5  # weights keep an effective sample size >= ess_floor x prompts (T raised if needed)
+    )
     max_steps: int = -1  # > 0 caps optimizer steps (overrides epochs)
 
 
@@ -196,6 +222,9 @@ _CHECKS: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     # vLLM refuses greedy sampling (temperature 0) with n > 1, and n >= 2 always here
     ("defender.temperature", lambda v: v > 0, "a number > 0 (n >= 2 samples need sampling, not greedy)"),
     ("defender.top_p", lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    ("defender.resample.max_samples", lambda v: v >= 0, "an integer >= 0 (0 = off)"),
+    ("defender.resample.passes", lambda v: v > 0, "an integer > 0"),
+    ("defender.resample.temperature", lambda v: v is None or v > 0, "a number > 0, or null for defender's"),
     (
         "reward.kind",
         lambda v: v == "reward_model" or _is_import_ref(v),
@@ -219,6 +248,10 @@ _CHECKS: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("train_attacker.batch_size", lambda v: v > 0, "an integer > 0"),
     ("train_attacker.weight_temperature", lambda v: v > 0, _POSITIVE),
     ("train_attacker.diversity_weight", lambda v: v >= 0, "a number >= 0"),
+    ("train_attacker.ngram_weight", lambda v: v >= 0, "a number >= 0"),
+    ("train_attacker.embedding_weight", lambda v: v >= 0, "a number >= 0"),
+    ("train_attacker.ess_floor", lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    ("train_attacker.diversity_ngrams", lambda v: v > 0, "an integer > 0"),
 ]
 
 
@@ -261,6 +294,18 @@ def _check_across(cfg: SparringConfig) -> None:
         raise ConfigError(
             f"attacker.temperature=0.0 with attacker.samples_per_parent={a.samples_per_parent} is refused; "
             "expected temperature > 0 (greedy sampling repeats one text) or one sample per request"
+        )
+    r, n = cfg.defender.resample, cfg.defender.n
+    if 0 < r.max_samples <= n:
+        raise ConfigError(
+            f"defender.resample.max_samples={r.max_samples} with defender.n={n} leaves no budget; expected 0 "
+            "(off) or more than defender.n"
+        )
+    t = cfg.train_attacker
+    if t.diversity_weight > 0 and t.ngram_weight + t.embedding_weight == 0:
+        raise ConfigError(
+            "train_attacker.ngram_weight=0 and embedding_weight=0 with diversity_weight > 0; expected a positive "
+            "weight for at least one novelty term"
         )
 
 

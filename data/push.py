@@ -36,7 +36,6 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 from core import faults
 from core.config import SparringConfig
 from core.errors import ConfigError, SparringError, StageError
-from data import sql
 from data.card import RunFacts, build_card, dataset_info_metadata, run_facts, splits_from_metadata
 from data.export import CONFIGS, export_round, split_name
 from data.store import Store
@@ -44,7 +43,7 @@ from data.store import Store
 log = logging.getLogger(__name__)
 
 # A round can be published once it has pairs: every stage up to and including select.
-ROUND_STAGES = sql.STAGES[: sql.STAGES.index("select") + 1]
+ROUND_STAGES = ("attack", "respond", "score", "select")  # resample is optional: stores made before it exist
 # Same as `Dataset.push_to_hub`'s default `max_shard_size` ("500MB"), so --to-dir shards like the Hub copy.
 MAX_SHARD_BYTES = 500 * 10**6
 REDACTED = "<redacted>"

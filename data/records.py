@@ -35,6 +35,7 @@ class ResponseRecord:
     completion_tokens: int
     defender_model: str
     gen_params: str | None = None
+    sample_pass: int = 0  # 0: the respond stage's N answers; k > 0: the resample stage's k-th extra pass
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,9 @@ class RunMetrics:
     pairwise: dict[int, float] = field(default_factory=dict)
     pairs: dict[int, int] = field(default_factory=dict)
     margins: dict[int, list[float]] = field(default_factory=dict)
+    pair_yield: dict[int, float] = field(default_factory=dict)  # hard prompts with a pair / hard prompts
+    resampled: dict[int, int] = field(default_factory=dict)  # extra answers the resample stage spent
+    carried_over: set[int] = field(default_factory=set)  # rounds whose defender was not trained (no pair)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -62,6 +65,15 @@ def run_metrics(path: Path, arm: str = "run") -> RunMetrics:
         responses = store.rows(sql.REPORT_RESPONSES)
         prompts = store.rows(sql.REPORT_PROMPTS)
         pairs = store.rows(sql.REPORT_PAIRS)
+        stages = store.rows(sql.REPORT_STAGE_DETAILS)
+    for row in stages:
+        details = json.loads(row["details"] or "{}")
+        if row["stage"] == "select" and details.get("pair_yield") is not None:
+            m.pair_yield[row["round"]] = details["pair_yield"]
+        elif row["stage"] == "resample":
+            m.resampled[row["round"]] = int(details.get("extra_samples", 0))
+        elif row["stage"] == "train_defender" and details.get("carried_over"):
+            m.carried_over.add(row["round"])
     by_round: dict[int, list[float]] = defaultdict(list)
     for r in responses:
         by_round[r["round"]].append(r["reward"])
@@ -266,13 +278,16 @@ def summary_rows(metrics: dict[str, list[RunMetrics]], extension: ReportExtensio
             **extension.summary(runs),
             "prompt distinct-2": fmt([mean(list(r.distinct2.values())) for r in runs]),
             "pairs / round": fmt([mean([float(v) for v in r.pairs.values()]) for r in runs]),
+            "pair yield": fmt([mean(list(r.pair_yield.values())) for r in runs if r.pair_yield]),
+            "rounds without a pair": str(sum(len(r.carried_over) for r in runs)),
         }
         for arm, runs in metrics.items()
     ]
 
 
 def round_rows(runs: list[RunMetrics], extension: ReportExtension) -> list[dict[str, str]]:
-    rounds = sorted({k for r in runs for k in (*r.rewards, *extension.rounds(r))})
+    rounds_played = {k for r in runs for k in r.rewards}
+    rounds = sorted(rounds_played | {k for r in runs for k in extension.rounds(r)})
     return [
         {
             "round": str(k),
@@ -282,6 +297,11 @@ def round_rows(runs: list[RunMetrics], extension: ReportExtension) -> list[dict[
             "distinct-2": fmt([r.distinct2[k] for r in runs if k in r.distinct2]),
             "pairwise dist": fmt([r.pairwise[k] for r in runs if k in r.pairwise]),
             "pairs": fmt([float(r.pairs.get(k, 0)) for r in runs if k in r.rewards]),
+            "pair yield": fmt([r.pair_yield[k] for r in runs if k in r.pair_yield]),
+            "extra answers": fmt([float(r.resampled[k]) for r in runs if k in r.resampled]),
+            "defender carried over": str(sum(k in r.carried_over for r in runs))
+            if k in rounds_played
+            else "",
             **extension.round_cells(runs, k),
         }
         for k in rounds

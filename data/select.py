@@ -4,7 +4,8 @@
   reward. eva (arXiv 2411.00062) evolves the most informative prompts: largest max - min reward gap (its
   default regret proxy). The paper samples 25% by gap-weighted sampling; we take the deterministic top 25%.
 - Pairs are the best vs the worst response of each prompt (eva's and GPO's DPO data), kept when the best
-  beats the worst strictly and by at least `select.margin`.
+  beats the worst strictly and by at least `select.margin`; the resample stage's extra answers count too.
+- Pair yield = hard prompts with a pair / hard prompts (logged): where the attacker won, DPO should still learn.
 """
 
 from __future__ import annotations
@@ -26,10 +27,13 @@ def select_round(store: Store, cfg: SelectConfig, round_: int, scorer: str) -> S
         store.execute(sql.SELECT_HARD, params)
         store.execute(sql.SELECT_PAIRS, {"round": round_, "scorer": scorer, "margin": cfg.margin})
         hard, pairs = store.count("hard_prompts", round_), store.count("pairs", round_)
+        with_pair = int(store.scalar(sql.HARD_WITH_PAIR, [round_]))
         result.rows = hard + pairs
         result.details = {
             "hard_prompts": hard,
             "pairs": pairs,
+            "hard_with_pair": with_pair,
+            "pair_yield": with_pair / hard if hard else None,
             "strategy": cfg.strategy,
             "margin": cfg.margin,
         }

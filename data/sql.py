@@ -7,13 +7,14 @@ outputs back in one transaction (see `data.store.Store.stage`).
 SCHEMA_VERSION = 1
 
 # Stages of a round, in order. Forcing one redoes it and every stage after it.
-STAGES = ("attack", "respond", "score", "select", "train_defender", "train_attacker")
+STAGES = ("attack", "respond", "score", "resample", "select", "train_defender", "train_attacker")
 
 # Which tables hold each stage's output (rows keyed by `round`), so a forced stage can be undone exactly.
 STAGE_TABLES = {
     "attack": ("prompts",),
     "respond": ("responses",),
     "score": ("scores",),
+    "resample": ("scores_resampled", "responses_resampled"),  # the extra answers and their scores only
     "select": ("hard_prompts", "pairs"),
     "train_defender": ("models_defender",),
     "train_attacker": ("attacker_rewards", "models_attacker"),
@@ -55,8 +56,11 @@ CREATE TABLE IF NOT EXISTS responses (
     prompt_tokens INTEGER,
     completion_tokens INTEGER,
     defender_model VARCHAR NOT NULL,
-    gen_params VARCHAR
+    gen_params VARCHAR,
+    sample_pass INTEGER NOT NULL DEFAULT 0  -- 0: respond's N answers; k > 0: the resample stage's pass k
 );
+-- stores made before the resample stage existed get the column (every answer of theirs is from respond)
+ALTER TABLE responses ADD COLUMN IF NOT EXISTS sample_pass INTEGER DEFAULT 0;
 CREATE TABLE IF NOT EXISTS scores (
     response_id VARCHAR NOT NULL,
     scorer VARCHAR NOT NULL,
@@ -138,6 +142,9 @@ DELETE_ROUND_ROWS = {
     "prompts": "DELETE FROM prompts WHERE round = ?",
     "responses": "DELETE FROM responses WHERE round = ?",
     "scores": "DELETE FROM scores WHERE round = ?",
+    "scores_resampled": """DELETE FROM scores WHERE round = $1 AND response_id IN (
+        SELECT response_id FROM responses WHERE round = $1 AND sample_pass > 0)""",
+    "responses_resampled": "DELETE FROM responses WHERE round = ? AND sample_pass > 0",
     "hard_prompts": "DELETE FROM hard_prompts WHERE round = ?",
     "pairs": "DELETE FROM pairs WHERE round = ?",
     "attacker_rewards": "DELETE FROM attacker_rewards WHERE round = ?",
@@ -157,6 +164,15 @@ SELECT prompt_id, round, idx, text, category, parent_id, mode, instruction
 FROM prompts WHERE round = ? ORDER BY idx
 """
 ALL_PROMPT_TEXTS = "SELECT text FROM prompts"
+# The attacker's novelty buffer: every prompt of the rounds before (seeds included: repeating one is no news).
+EARLIER_PROMPT_TEXTS = "SELECT text FROM prompts WHERE round < ? ORDER BY round, idx"
+# Every scored answer of a round under one scorer, by prompt (what the resample stage decides from).
+ROUND_SCORED_RESPONSES = """
+SELECT r.prompt_id, p.text AS prompt, r.response_id, r.sample_index, r.text AS response, s.value
+FROM responses r JOIN prompts p USING (prompt_id)
+JOIN scores s ON s.response_id = r.response_id AND s.scorer = $scorer
+WHERE r.round = $round ORDER BY p.idx, r.sample_index
+"""
 ROUND_RESPONSES = """
 SELECT r.response_id, r.prompt_id, r.sample_index, p.text AS prompt, r.text AS response
 FROM responses r JOIN prompts p USING (prompt_id)
@@ -177,7 +193,9 @@ JOIN responses c ON c.response_id = pr.chosen_id
 JOIN responses r ON r.response_id = pr.rejected_id
 WHERE pr.round = ? ORDER BY p.idx
 """
-# Per-prompt reward statistics of one round under one scorer (the input of selection and of reports).
+# Per-prompt reward statistics of one round under one scorer (the input of selection and of reports), over the
+# respond stage's N answers only: every prompt is judged on as many answers at the same temperature, whether or
+# not the resample stage added more (those count for pairs).
 PROMPT_STATS = """
 SELECT r.prompt_id, any_value(p.idx) AS idx, count(*) AS n,
        avg(s.value) AS mean_reward, min(s.value) AS min_reward, max(s.value) AS max_reward,
@@ -185,7 +203,7 @@ SELECT r.prompt_id, any_value(p.idx) AS idx, count(*) AS n,
 FROM responses r
 JOIN scores s USING (response_id)
 JOIN prompts p USING (prompt_id)
-WHERE r.round = $round AND s.scorer = $scorer
+WHERE r.round = $round AND s.scorer = $scorer AND r.sample_pass = 0
 GROUP BY r.prompt_id
 """
 MODEL_FOR_ROUND = "SELECT path FROM models WHERE round = ? AND role = ?"
@@ -231,6 +249,11 @@ ranked AS (
 SELECT $round, c.prompt_id, c.response_id, w.response_id, c.value, w.value, c.value - w.value
 FROM ranked c JOIN ranked w ON c.prompt_id = w.prompt_id AND c.best = 1 AND w.worst = 1
 WHERE c.value > w.value AND c.value - w.value >= $margin AND NOT c.empty
+"""
+# Pair yield: how many of a round's hard prompts gave a pair (the prompts the attacker won on should).
+HARD_WITH_PAIR = """
+SELECT count(*) FROM hard_prompts h JOIN pairs p ON p.round = h.round AND p.prompt_id = h.prompt_id
+WHERE h.round = ?
 """
 COUNT_ROUND = {
     name: f"SELECT count(*) FROM {name} WHERE round = ?"
@@ -323,7 +346,7 @@ SELECT p.prompt_id, p.text, p.instruction, avg(s.value) AS mean_reward, count(*)
 FROM prompts p
 JOIN responses r ON r.prompt_id = p.prompt_id
 JOIN scores s ON s.response_id = r.response_id AND s.scorer = $scorer
-WHERE p.round = $round AND p.instruction IS NOT NULL
+WHERE p.round = $round AND p.instruction IS NOT NULL AND r.sample_pass = 0
 GROUP BY p.prompt_id, p.idx, p.text, p.instruction
 ORDER BY p.idx
 """
@@ -360,6 +383,7 @@ INVARIANTS = {
             SELECT DISTINCT round, 'attack' AS stage FROM prompts WHERE round > 0
             UNION SELECT DISTINCT round, 'respond' FROM responses
             UNION SELECT DISTINCT round, 'score' FROM scores
+            UNION SELECT DISTINCT round, 'resample' FROM responses WHERE sample_pass > 0
             UNION SELECT DISTINCT round, 'select' FROM hard_prompts
             UNION SELECT DISTINCT round, 'select' FROM pairs
             UNION SELECT DISTINCT round, 'train_defender' FROM models WHERE role = 'defender'
@@ -374,7 +398,8 @@ INVARIANTS = {
            OR (l.stage = 'select' AND NOT EXISTS (
                   SELECT 1 FROM stage_log e WHERE e.round = l.round AND e.stage = 'score'))""",
 }
-MODEL_PATHS = "SELECT round, role, path FROM models ORDER BY round, role"
+# trained models (a carried-over one has no adapter: its path is its parent, which need not be local)
+MODEL_PATHS = "SELECT round, role, path FROM models WHERE adapter_path IS NOT NULL ORDER BY round, role"
 
 # --- the run report (data.report) ---------------------------------------------------------------------------
 # Every scored response of the run under its round's scorer, with its prompt (the report's main input).
@@ -384,8 +409,12 @@ FROM responses r
 JOIN prompts p ON p.prompt_id = r.prompt_id
 JOIN rounds rd ON rd.round = r.round
 JOIN scores s ON s.response_id = r.response_id AND s.scorer = rd.scorer
+WHERE r.sample_pass = 0  -- the defender as it answers: the resample stage's extra answers are for pairs
 ORDER BY r.round, p.idx, r.sample_index
 """
 REPORT_PROMPTS = "SELECT round, text, mode FROM prompts WHERE round > 0 ORDER BY round, idx"
 REPORT_PAIRS = "SELECT round, chosen_reward, rejected_reward, margin FROM pairs ORDER BY round"
 REPORT_ROUNDS = "SELECT round, config_json FROM rounds ORDER BY round"
+REPORT_STAGE_DETAILS = """
+SELECT round, stage, details FROM stage_log WHERE stage IN ('resample', 'select', 'train_defender') ORDER BY round
+"""

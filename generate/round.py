@@ -1,7 +1,7 @@
 """`python -m generate.round --round N`: play one round of the game, resuming where it stopped.
 
-attack (attacker writes prompts) -> respond (defender answers N times) -> score (reward model) -> select
-(hard prompts + pairs, SQL). Each stage is committed with its stage-log row in one transaction; stages
+attack (attacker writes prompts) -> respond (defender answers N times) -> score (the scorer) -> resample
+(more answers where the N give no pair) -> select (hard prompts + pairs, SQL). Each stage is committed with its stage-log row in one transaction; stages
 already logged are skipped, so re-running the command resumes. `--force STAGE` redoes STAGE and the
 stages after it (undoing their rows first).
 """
@@ -23,11 +23,12 @@ from data.select import select_round
 from data.store import Store
 from generate.attack import attack
 from generate.engine import engines
+from generate.resample import resample
 from generate.respond import respond
 from score.scorer import build_scorer, scorer_class, scorer_name
 
 log = logging.getLogger(__name__)
-ROUND_STAGES = ("attack", "respond", "score", "select")
+ROUND_STAGES = ("attack", "respond", "score", "resample", "select")
 
 
 @dataclass
@@ -75,6 +76,8 @@ def run_round(cfg: SparringConfig, round_: int, force: str | None = None) -> Rou
                     pool.close()  # free vLLM's memory before the reward model loads
                 elif stage == "score":
                     _score(store, cfg, round_)
+                elif stage == "resample":
+                    resample(store, cfg, round_, pool, players.defender, scorer_name(cfg))
                 elif stage == "select":
                     selected = select_round(store, cfg.select, round_, scorer_name(cfg))
                     if not selected.details["pairs"]:
@@ -100,7 +103,7 @@ def _preflight(cfg: SparringConfig, round_: int, players: Players, done: set[str
         if round_ == 1:
             load_seed_file(cfg.attacker.seed_file)
         check_chat_model(players.attacker, "attacker")
-    if "respond" not in done:
+    if "respond" not in done or ("resample" not in done and cfg.defender.resample.max_samples > 0):
         check_chat_model(players.defender, "defender")
     if "score" not in done and cfg.reward.kind == "reward_model":
         check_reward_model(resolve_model(cfg.reward.model, cfg.run.tiny_models_dir))
@@ -129,6 +132,7 @@ def summary(cfg: SparringConfig, round_: int) -> str:
             [round_],
         )[0]
         margin = store.scalar("SELECT avg(margin) FROM pairs WHERE round = ?", [round_])
+        hard_with_pair = store.scalar(sql.HARD_WITH_PAIR, [round_])
         log_rows = [r for r in store.rows(sql.STAGE_LOG) if r["round"] == round_]
     lines = [f"Sparring round {round_}  ({cfg.run.dir})", ""]
     lines += [f"  {name:<13}{n:>8}" for name, n in counts.items()]
@@ -139,6 +143,11 @@ def summary(cfg: SparringConfig, round_: int) -> str:
         ]
     if margin is not None:
         lines.append(f"  pairs   mean margin {margin:.4f}")
+    if counts["hard_prompts"]:
+        lines.append(
+            f"  pair yield  {hard_with_pair}/{counts['hard_prompts']} hard prompts have a pair "
+            f"({hard_with_pair / counts['hard_prompts']:.0%})"
+        )
     lines += ["", "  stage         rows   seconds"]
     lines += [f"  {r['stage']:<13}{r['rows']:>5}{r['seconds']:>10.1f}" for r in log_rows]
     return "\n".join(lines)

@@ -3,14 +3,18 @@
 Built only on public doors: the judge is a `reward.kind` Scorer, the rounds are `game.play` with hooks, and
 evaluations read the store and write their own `evals` table (`toy.sql`).
 
-1. Warm-up (`toy.warmup`): one tiny model learns the world named by `reward.model` (a category file) and
-   plays both attacker and defender; it also writes the seed, static and held-out prompt sets.
+1. Warm-up (`toy.warmup`), once per seed: a tiny model learns the world named by `reward.model` (a category
+   file) and plays both attacker and defender; it also writes the seed, static and held-out prompt sets. Each
+   seed has its own, so the spread over seeds includes the init's; evaluation sampling seeds are hashed from
+   the run seed and what is sampled, like request seeds.
 2. Arms, each seed its own run dir `<run.dir>/<arm>/seed-<s>/` (one DuckDB store per run), `run.rounds` rounds
    of the real pipeline (`game.play`: generate.round -> train.defender -> train.attacker):
    - `game`: GPO attacker + GPO selection, attacker reward = failure + λ·diversity (λ from the config);
    - `game_eva`: eva's evolving attacker + eva's max−min-gap selection;
    - `game_lambda0`: `game` with λ = 0 (the diversity ablation);
    - `static`: the same defender budget (prompts, samples, DPO) on a fixed prompt set; no attacker training.
+   A run that fails (e.g. a store problem) is recorded in the experiment's JSON and the others go on; a round
+   with no pair carries the defender over (`train_defender.on_zero_pairs: carry_over`) and the report shows it.
 3. Evaluations, written to the run's store (`evals` table) and read back by `toy.report`:
    - `heldout`: held-out prompts (templates and subjects never trained on) answered by each round's defender
      (round R+1 = the defender trained on the last round), judged;
@@ -34,12 +38,13 @@ from typing import Any
 import pyarrow as pa
 
 from core.config import SparringConfig
-from core.errors import ConfigError
+from core.errors import ConfigError, SparringError
 from data import sql as store_sql
 from data.prompts import load_seed_file, prompt_id
 from data.records import PromptRecord, to_arrow
 from data.store import STORE_FILE, Store
 from game.play import RoundHooks, play, redo_attacker_step
+from generate.engine import request_seed
 from toy import sql
 from toy.judge import KIND, ToyJudge
 from toy.world import load_world
@@ -68,8 +73,15 @@ ARM_SPECS = {
 }
 
 
-def arm_config(cfg: SparringConfig, arm: Arm, seed: int, policy: Path, warm_dir: Path) -> SparringConfig:
-    """The config of one run: the warm-up model plays both roles; the arm sets the recipe."""
+def warm_dir_of(cfg: SparringConfig, seed: int) -> Path:
+    """Each seed warms up its own model (seeded init and data), so the spread over seeds includes init."""
+    return Path(cfg.run.dir) / "warmup" / f"seed-{seed}"
+
+
+def arm_config(cfg: SparringConfig, arm: Arm, seed: int) -> SparringConfig:
+    """The config of one run: the seed's warm-up model plays both roles; the arm sets the recipe."""
+    warm_dir = warm_dir_of(cfg, seed)
+    policy = warm_dir / "policy"
     r = dataclasses.replace
     return r(
         cfg,
@@ -98,22 +110,28 @@ def run_experiment(
     if unknown:
         raise ConfigError(f"unknown arm '{unknown[0]}'; expected one of: {', '.join(ARM_SPECS)}")
     root = Path(cfg.run.dir)
-    warm_dir = root / "warmup"
-    policy = warmup(cfg.reward.model, warm_dir, seed=0)
     timings: dict[str, float] = {}
+    failed: dict[str, str] = {}
     for seed in seeds:
+        warm_dir = warm_dir_of(cfg, seed)
+        warmup(cfg.reward.model, warm_dir, seed=seed)
         for name in arms:
             started = time.perf_counter()
-            run_cfg = arm_config(cfg, ARM_SPECS[name], seed, policy, warm_dir)
-            play_arm(run_cfg, ARM_SPECS[name], warm_dir)
-            timings[f"{name}/seed-{seed}"] = time.perf_counter() - started
-            log.info("%s seed %d done in %.0fs", name, seed, timings[f"{name}/seed-{seed}"])
+            key = f"{name}/seed-{seed}"
+            try:
+                play_arm(arm_config(cfg, ARM_SPECS[name], seed), ARM_SPECS[name], warm_dir)
+            except SparringError as e:  # one bad run never stops the others; the report lists it
+                failed[key] = str(e)
+                log.warning("%s failed, going on with the other runs: %s", key, e)
+            timings[key] = time.perf_counter() - started
+            log.info("%s done in %.0fs", key, timings[key])
     meta = {
         "arms": arms,
         "seeds": seeds,
         "rounds": cfg.run.rounds,
         "world": cfg.reward.model,
         "seconds": timings,
+        "failed": failed,
     }
     (root / f"experiment-{'-'.join(arms)}.json").write_text(json.dumps(meta, indent=2))
     if report:
@@ -234,7 +252,13 @@ def evaluate_heldout(cfg: SparringConfig, round_: int, heldout: list[tuple[str, 
     d = cfg.defender
     prompts = [text for _, text in heldout]
     answers = sample(
-        defender, prompts, d.n, d.temperature, d.top_p, d.max_tokens, cfg.run.seed + 1000 * round_
+        defender,
+        prompts,
+        d.n,
+        d.temperature,
+        d.top_p,
+        d.max_tokens,
+        request_seed(cfg.run.seed, "heldout", round_),
     )
     judge = ToyJudge(cfg)
     flat = [(cat, p, a) for (cat, p), group in zip(heldout, answers, strict=True) for a in group]
@@ -263,7 +287,7 @@ def probe_attack(cfg: SparringConfig, round_: int) -> None:
             continue
         written = sample(
             attacker, [r["instruction"] for r in instructions], PROBE_SAMPLES, a.temperature, a.top_p,
-            a.max_tokens, cfg.run.seed + 7 * round_,
+            a.max_tokens, request_seed(cfg.run.seed, "probe-attacker", round_),
         )  # fmt: skip
         prompts = [p for group in written for p in group]
         answers = sample(
@@ -273,7 +297,7 @@ def probe_attack(cfg: SparringConfig, round_: int) -> None:
             d.temperature,
             d.top_p,
             d.max_tokens,
-            cfg.run.seed + 11 * round_,
+            request_seed(cfg.run.seed, "probe-defender", round_),
         )
         flat = [(p, x) for p, group in zip(prompts, answers, strict=True) for x in group]
         rewards = judge.score([p for p, _ in flat], [x for _, x in flat])
@@ -363,10 +387,9 @@ def main() -> None:
         ablate = [] if args.ablate_diversity is None else _lambdas(args.ablate_diversity)
         meta = run_experiment(cfg, arms, seeds, report=not args.no_report and not ablate)
         if ablate:
-            policy, warm_dir = Path(cfg.run.dir) / "warmup" / "policy", Path(cfg.run.dir) / "warmup"
             for weight in ablate:
                 for seed in seeds:
-                    diversity_ablation(arm_config(cfg, ARM_SPECS["game"], seed, policy, warm_dir), weight)
+                    diversity_ablation(arm_config(cfg, ARM_SPECS["game"], seed), weight)
             if not args.no_report:
                 from toy.report import write_report
 

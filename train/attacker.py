@@ -5,28 +5,29 @@ against earlier attacks. Sparring keeps that reward and replaces PPO by one offl
 regression step per round:
 
     failure_i   = z-score over the round of ( −mean defender reward on prompt i )
-    diversity_i = 1 − max_{j≠i} Jaccard(ngrams_i, ngrams_j)      word 1..n-grams, n = train_attacker.diversity_ngrams
-    reward_i    = failure_i + λ · z-score over the round of diversity_i      λ = train_attacker.diversity_weight
-    w_i         = N · softmax(reward / T)_i                        T = train_attacker.weight_temperature
+    novelty_i   = `train.novelty.novelty`: 1 − closest word-n-gram Jaccard (weight 5) and 1 − closest embedding
+                  cosine (weight 1), against the round's other prompts and every earlier round's (GPO's buffer)
+    reward_i    = z-score over the round of ( failure_i + λ · z-score(novelty_i) )       λ = diversity_weight
+    w_i         = N · softmax(reward / T)_i,  T ≥ weight_temperature raised until ESS(w) ≥ ess_floor · N
 
-Both terms are standardised within the round so λ is their relative weight whatever the scales: raw diversity
-spans only ~0.1 within a round while failure has std 1, and with λ applied to the raw term the toy world's
-λ = 0, 1 and 5 attackers came out the same (README, "Toy world"). The stored `diversity` is the raw 1 − Jaccard,
-which is what a reader can interpret.
+Both terms are standardised so λ is their relative weight whatever their raw scales (raw novelty spans ~0.1
+within a round, and with λ on the raw term the toy world's λ = 0, 1 and 5 attackers came out the same); the sum
+is standardised again so λ changes the balance of the two, not how peaked the weights are. The effective sample
+size ESS = (Σw)² / Σw² is floored because reward-weighted regression on a handful of prompts collapses the
+attacker onto them whatever they are (docs/toy-world.md, (d)): a per-prompt bonus changes *which* prompts are
+imitated, the floor bounds *how few*. The stored `diversity` is the raw novelty (readable, in [0, 1]).
 
-(GPO measures diversity with SelfBLEU over 2–5-grams plus sentence-embedding cosine against a buffer of past
-attacks; the n-gram Jaccard over the round is a cheap, dependency-free stand-in for the SelfBLEU part.) The
-weights are non-negative with mean 1, so the loss keeps the scale of an ordinary NLL; T → ∞ gives plain SFT on
-all prompts, small T trains on the best few — and, over rounds, can collapse the attacker onto them whatever λ
-is (README, "Toy world" (d)). The loss is `train.losses.weighted_nll` on the tokens of the prompt
-the attacker wrote, given the instruction it was asked (the exact chat vLLM generated from), with a fresh LoRA.
-Per-prompt failure/diversity/reward/weight go to `attacker_rewards`, in one transaction with the `models` row.
+The weights are non-negative with mean 1, so the loss keeps the scale of an ordinary NLL; T → ∞ gives plain
+SFT on all prompts. The loss is `train.losses.weighted_nll` on the tokens of the prompt the attacker wrote,
+given the instruction it was asked (the exact chat vLLM generated from), with a fresh LoRA. Per-prompt
+failure/diversity/reward/weight go to `attacker_rewards`, in one transaction with the `models` row; the ESS, the
+T used, the weights' range and the distinct prompts go to the stage log.
 """
 
 from __future__ import annotations
 
 import logging
-import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,11 +38,12 @@ import torch
 
 from core.config import SparringConfig
 from core.errors import StageError
-from core.text import ngram_set
+from core.text import normalise
 from data import sql
 from data.store import Store
 from train.common import collator, fault_callback, labelled, peft_lora_config, prompt_completion_ids
 from train.losses import token_log_probs, weighted_nll
+from train.novelty import novelty
 from train.recipe import Role, train_round, trainer_cli
 
 log = logging.getLogger(__name__)
@@ -67,33 +69,6 @@ def failure_scores(mean_reward: np.ndarray) -> np.ndarray:
     return standardise(-np.asarray(mean_reward, dtype=np.float64))
 
 
-def diversity_scores(texts: list[str], max_n: int = 2) -> np.ndarray:
-    """1 − the largest n-gram Jaccard similarity to any other prompt of the round (1 = shares nothing).
-
-    One sparse prompt × n-gram matrix A; intersections are A·Aᵀ, unions |a| + |b| − intersection.
-    """
-    n = len(texts)
-    if n < 2:
-        return np.ones(n)
-    grams = [ngram_set(t, max_n) for t in texts]
-    vocab: dict[tuple[str, ...], int] = {}
-    rows = [i for i, g in enumerate(grams) for _ in g]
-    cols = [vocab.setdefault(x, len(vocab)) for g in grams for x in g]
-    with warnings.catch_warnings():  # torch flags its sparse kernels as beta; they are exact for this product
-        warnings.simplefilter("ignore", UserWarning)
-        a = torch.sparse_coo_tensor(
-            torch.tensor([rows, cols], dtype=torch.long).reshape(2, -1),
-            torch.ones(len(rows)),
-            (n, max(1, len(vocab))),
-        ).coalesce()
-        inter = torch.sparse.mm(a, a.t()).to_dense().double()
-    sizes = torch.tensor([len(g) for g in grams], dtype=torch.float64)
-    union = sizes[:, None] + sizes[None, :] - inter
-    jaccard = torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(inter))
-    jaccard.fill_diagonal_(-1.0)
-    return (1.0 - jaccard.max(dim=1).values).numpy()
-
-
 def sample_weights(reward: np.ndarray, temperature: float) -> np.ndarray:
     """N · softmax(reward / T): non-negative, mean 1, order-preserving (higher reward, higher weight)."""
     reward = np.asarray(reward, dtype=np.float64)
@@ -104,22 +79,78 @@ def sample_weights(reward: np.ndarray, temperature: float) -> np.ndarray:
     return reward.size * e / e.sum()
 
 
+def effective_sample_size(weight: np.ndarray) -> float:
+    """(Σw)² / Σw²: N for equal weights, 1 when one prompt holds all of it (Kish's ESS)."""
+    weight = np.asarray(weight, dtype=np.float64)
+    total = float((weight**2).sum())
+    return float(weight.sum() ** 2 / total) if total > 0 else 0.0
+
+
+def floored_weights(reward: np.ndarray, temperature: float, ess_floor: float) -> tuple[np.ndarray, float]:
+    """`sample_weights` at the smallest T ≥ `temperature` whose ESS is at least `ess_floor` × N (bisection on
+    log T: the ESS grows with T towards N); returns the weights and the T used."""
+    reward = np.asarray(reward, dtype=np.float64)
+    target = ess_floor * reward.size
+    if reward.size == 0 or effective_sample_size(sample_weights(reward, temperature)) >= target:
+        return sample_weights(reward, temperature), temperature
+    low, high = np.log(temperature), np.log(temperature) + 1.0
+    while effective_sample_size(sample_weights(reward, float(np.exp(high)))) < target and high < 30:
+        low, high = high, high + 1.0
+    for _ in range(50):
+        mid = (low + high) / 2
+        if effective_sample_size(sample_weights(reward, float(np.exp(mid)))) >= target:
+            high = mid
+        else:
+            low = mid
+    return sample_weights(reward, float(np.exp(high))), float(np.exp(high))
+
+
 @dataclass(frozen=True)
 class AttackerRewards:
     failure: np.ndarray
-    diversity: np.ndarray
+    diversity: np.ndarray  # raw novelty in [0, 1]
     reward: np.ndarray
     weight: np.ndarray
+    temperature: float  # the T the weights were taken at (>= the configured one)
+
+    @property
+    def ess(self) -> float:
+        return effective_sample_size(self.weight)
 
 
 def attacker_rewards(
-    mean_reward: np.ndarray, texts: list[str], diversity_weight: float, temperature: float, max_n: int = 2
+    mean_reward: np.ndarray,
+    texts: list[str],
+    diversity_weight: float,
+    temperature: float,
+    max_n: int = 2,
+    *,
+    history: Sequence[str] = (),
+    ngram_weight: float = 1.0,
+    embedding_weight: float = 0.0,
+    embedding_model: str = "hashing",
+    ess_floor: float = 0.0,
 ) -> AttackerRewards:
-    """GPO's attacker reward for each prompt of a round and its training weight (see the module docstring)."""
+    """GPO's attacker reward for each prompt of a round and its training weight (see the module docstring).
+
+    The defaults (n-grams only, no history, no ESS floor) are the plain within-round reward; the trainer passes
+    the config's (GPO's 5:1 n-gram : embedding novelty against history, ESS floor)."""
     failure = failure_scores(mean_reward)
-    diversity = diversity_scores(texts, max_n)
-    reward = failure + diversity_weight * standardise(diversity)
-    return AttackerRewards(failure, diversity, reward, sample_weights(reward, temperature))
+    diversity = (
+        novelty(
+            texts,
+            history,
+            max_n=max_n,
+            ngram_weight=ngram_weight,
+            embedding_weight=embedding_weight,
+            embedding_model=embedding_model,
+        )
+        if diversity_weight > 0
+        else np.zeros(len(texts))
+    )
+    reward = standardise(failure + diversity_weight * standardise(diversity))
+    weight, used = floored_weights(reward, temperature, ess_floor)
+    return AttackerRewards(failure, diversity, reward, weight, used)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -149,6 +180,7 @@ class AttackerData:
     scorer: str
     prompts: pa.Table  # sql.ATTACKER_PROMPTS rows
     rewards: AttackerRewards
+    history: int  # earlier prompts novelty was measured against
 
 
 class AttackerRole(Role):
@@ -169,18 +201,27 @@ class AttackerRole(Role):
                 f"round {round_} has 0 scored attacker prompts under scorer '{scorer}'; "
                 "expected prompts with an instruction and scored responses"
             )
+        history = [r[0] for r in store.execute(sql.EARLIER_PROMPT_TEXTS, [round_])] if tcfg.history else []
         rewards = attacker_rewards(
             prompts.column("mean_reward").to_numpy(),
             prompts.column("text").to_pylist(),
             tcfg.diversity_weight,
             tcfg.weight_temperature,
             tcfg.diversity_ngrams,
+            history=history,
+            ngram_weight=tcfg.ngram_weight,
+            embedding_weight=tcfg.embedding_weight,
+            embedding_model=tcfg.embedding_model,
+            ess_floor=tcfg.ess_floor,
         )
-        return AttackerData(scorer, prompts, rewards)
+        return AttackerData(scorer, prompts, rewards, len(history))
 
     def describe(self, data: AttackerData) -> str:
         w = data.rewards.weight
-        return f"{data.prompts.num_rows} prompts (weights {w.min():.2f}..{w.max():.2f})"
+        return (
+            f"{data.prompts.num_rows} prompts (weights {w.min():.2f}..{w.max():.2f}, ESS {data.rewards.ess:.1f}, "
+            f"T {data.rewards.temperature:.3g})"
+        )
 
     def trainer(
         self, cfg: SparringConfig, model: Any, tokenizer: Any, data: AttackerData, output_dir: Path
@@ -240,6 +281,17 @@ class AttackerRole(Role):
             "diversity_weight": tcfg.diversity_weight,
             "weight_temperature": tcfg.weight_temperature,
             "diversity_ngrams": tcfg.diversity_ngrams,
+            "ngram_weight": tcfg.ngram_weight,
+            "embedding_weight": tcfg.embedding_weight,
+            "embedding_model": tcfg.embedding_model,
+            "history_prompts": data.history,
+            "ess": data.rewards.ess,
+            "ess_floor": tcfg.ess_floor,
+            "temperature_used": data.rewards.temperature,
+            "weight_min": float(data.rewards.weight.min()),
+            "weight_max": float(data.rewards.weight.max()),
+            "distinct_prompts": len({normalise(t) for t in data.prompts.column("text").to_pylist()}),
+            "novelty_mean": float(data.rewards.diversity.mean()),
         }
 
     def record(self, store: Store, round_: int, data: AttackerData, model: pa.Table) -> int:

@@ -145,14 +145,18 @@ def last_checkpoint(output_dir: Path) -> str | None:
     return get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
 
 
-def model_row(round_: int, role: str, paths: ModelPaths, parent: str, details: dict[str, Any]) -> pa.Table:
-    """The `models` row recording which model a round produced and what it was trained from (lineage)."""
+def model_row(
+    round_: int, role: str, paths: ModelPaths | None, parent: str, details: dict[str, Any]
+) -> pa.Table:
+    """The `models` row recording which model a round produced and what it was trained from (lineage).
+
+    `paths` None records a carried-over model: the parent itself plays the next round (no adapter)."""
     return pa.table(
         {
             "round": pa.array([round_], pa.int64()),
             "role": [role],
-            "path": [str(paths.merged)],
-            "adapter_path": [str(paths.adapter)],
+            "path": [str(paths.merged) if paths else parent],
+            "adapter_path": pa.array([str(paths.adapter) if paths else None], pa.string()),
             "parent": [parent],
             "details": [json.dumps(details, sort_keys=True, default=str)],
         }

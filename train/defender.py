@@ -27,7 +27,7 @@ from data import sql
 from data.store import Store
 from train.common import fault_callback, messages, peft_lora_config
 from train.losses import spac_pessimism
-from train.recipe import Role, train_round, trainer_cli
+from train.recipe import CarryOver, Role, train_round, trainer_cli
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +119,10 @@ class DefenderRole(Role):
                 "expected a number > 0"
             )
 
-    def read(self, store: Store, cfg: SparringConfig, round_: int) -> pa.Table:
+    def read(self, store: Store, cfg: SparringConfig, round_: int) -> pa.Table | CarryOver:
         pairs = store.arrow(sql.ROUND_PAIRS, [round_])
+        if pairs.num_rows == 0 and cfg.train_defender.on_zero_pairs == "carry_over":
+            return CarryOver(f"round {round_} has 0 preference pairs")
         if pairs.num_rows == 0:
             raise StageError(
                 f"round {round_} has 0 preference pairs (every prompt's responses tied or missed select.margin); "

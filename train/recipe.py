@@ -14,6 +14,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,13 @@ from train.common import (
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class CarryOver:
+    """What `Role.read` returns when the round gives nothing to train on and the config says to go on."""
+
+    reason: str
+
+
 class Role:
     """What one player's training needs to say; the skeleton (`train_round`) does the rest."""
 
@@ -56,7 +64,8 @@ class Role:
         """Config rules to enforce before anything is read."""
 
     def read(self, store: Store, cfg: SparringConfig, round_: int) -> Any:
-        """The round's training data (a StageError when there is nothing to train on)."""
+        """The round's training data; a StageError when there is nothing to train on, or a `CarryOver` when
+        the config says the model goes on unchanged."""
         raise NotImplementedError
 
     def describe(self, data: Any) -> str:
@@ -95,6 +104,8 @@ def train_round(role: Role, cfg: SparringConfig, round_: int, force: bool = Fals
         parent = parent_model(store, cfg, role.name, round_, settings.start_from)
 
     started = time.perf_counter()
+    if isinstance(data, CarryOver):
+        return _carry_over(role, cfg, round_, parent, data, state)
     log.info("round %d: training the %s from %s on %s", round_, role.name, parent, role.describe(data))
     metrics = fit(role, cfg, parent, data, paths)
     if not state.is_main_process:
@@ -114,6 +125,22 @@ def train_round(role: Role, cfg: SparringConfig, round_: int, force: bool = Fals
         row = stored_model(store, round_, role.name)
     shutil.rmtree(paths.checkpoints, ignore_errors=True)
     return row
+
+
+def _carry_over(
+    role: Role, cfg: SparringConfig, round_: int, parent: str, why: CarryOver, state: Any
+) -> dict[str, Any]:
+    """Record that round `round_` trained nothing: its `models` row names the parent, so the next round plays
+    with the same model, and the stage is logged, so the game goes on (and a report can show the gap)."""
+    log.warning("round %d: %s; the %s carries over unchanged (%s)", round_, why.reason, role.name, parent)
+    if not state.is_main_process:
+        return {}
+    details = {"carried_over": True, "reason": why.reason}
+    with Store.for_run(cfg.run.dir) as store:
+        with store.stage(round_, role.stage) as result:
+            result.rows = store.insert("models", model_row(round_, role.name, None, parent, details))
+            result.details = {"parent": parent, "path": parent, **details}
+        return stored_model(store, round_, role.name)
 
 
 def fit(role: Role, cfg: SparringConfig, parent: str, data: Any, paths: ModelPaths) -> dict[str, Any]:

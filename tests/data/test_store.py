@@ -29,7 +29,7 @@ def test_reset_from_undoes_that_stage_and_later_ones_only(tmp_path):
     with Store(tmp_path / "s.duckdb") as store:
         fill_round(store, 1, {"a": [0.0, 1.0]})
         fill_round(store, 2, {"b": [0.0, 1.0]})
-        assert store.reset_from(1, "respond")[:3] == ["respond", "score", "select"]
+        assert store.reset_from(1, "respond")[:4] == ["respond", "score", "resample", "select"]
         assert (
             store.count("prompts", 1) == 1
             and store.count("responses", 1) == 0

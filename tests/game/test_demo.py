@@ -11,7 +11,7 @@ from tests.conftest import REPO, TINY_DIR, run_cli
 
 pytestmark = pytest.mark.slow
 
-ROUND_STAGES = {"attack", "respond", "score", "select"}
+ROUND_STAGES = {"attack", "respond", "score", "resample", "select"}
 
 
 def demo(run_dir: Path):

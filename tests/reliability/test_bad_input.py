@@ -75,6 +75,8 @@ def assert_one_line(err: pytest.ExceptionInfo, *fragments: str) -> None:
 
 
 def cli_round(run_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    """The round command on a store filled by hand: its "defender" is a name, not a model, so the resample
+    stage (which would load it) is off."""
     return run_cli(
         "generate.round",
         "--config",
@@ -83,6 +85,8 @@ def cli_round(run_dir: Path, *args: str) -> subprocess.CompletedProcess:
         f"run.dir={run_dir}",
         "--set",
         f"run.tiny_models_dir={TINY_DIR}",
+        "--set",
+        "defender.resample.max_samples=0",
         *args,
     )
 
@@ -334,12 +338,15 @@ def test_round_that_is_not_a_number_via_cli(complete_round_1):
 def test_force_unknown_stage_via_cli(complete_round_1, stage):
     before = snapshot(complete_round_1)
     result = cli_round(complete_round_1, "--round", "1", "--force", stage)
-    assert_one_line_error(result, f"invalid choice: '{stage}'", "'attack', 'respond', 'score', 'select'")
+    assert_one_line_error(
+        result, f"invalid choice: '{stage}'", "'attack', 'respond', 'score', 'resample', 'select'"
+    )
     assert_unchanged(complete_round_1, before)
     with pytest.raises(StageError) as err:
         run_round(make_config(complete_round_1), 1, force=stage)
     assert_one_line(
-        err, f"--force {stage} is not a round stage; expected one of: attack, respond, score, select"
+        err,
+        f"--force {stage} is not a round stage; expected one of: attack, respond, score, resample, select",
     )
     assert_unchanged(complete_round_1, before)
 
@@ -489,7 +496,7 @@ def test_identical_responses_give_zero_pairs_and_the_round_says_so_via_cli(tmp_p
     with Store.for_run(run_dir) as s:
         s.begin_round(1, "attacker", "defender", SCORER, "{}")
         fill_round(s, 1, rewards, scorer=SCORER, texts=texts)
-    result = cli_round(run_dir, "--round", "1")  # only select is left: no engine loads
+    result = cli_round(run_dir, "--round", "1")  # only resample (off) and select are left: no engine loads
     assert result.returncode == 0, result.stderr[-3000:]
     assert "round 1: 0 pairs" in result.stderr and "Traceback" not in result.stderr
     assert [line.split() for line in result.stdout.splitlines() if line.strip().startswith("pairs ")] == [

@@ -37,20 +37,22 @@ def test_toy_experiment_directions(tmp_path):
     from toy.warmup import warmup
 
     warmup(WORLD, WARM_CACHE, seed=0)  # cached: reused when the world file and recipe are unchanged
-    shutil.copytree(WARM_CACHE, tmp_path / "warmup")
+    shutil.copytree(WARM_CACHE, tmp_path / "warmup" / "seed-0")
     args = ["--config", str(REPO / "toy" / "configs" / "toy.yaml"), "--set", f"run.dir={tmp_path}",
-            "--set", "run.rounds=1", "--arms", "game", "--seeds", "0",
+            "--set", "run.rounds=2", "--arms", "game", "--seeds", "0",
             "--set", "train_attacker.epochs=8", "--set", "train_attacker.learning_rate=3e-3"]  # fmt: skip
     result = run_cli("toy.experiment", *args, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "game" / "seed-0"
     with Store.for_run(run, read_only=True) as store:
         assert store.stage_done(1, "train_defender") and store.stage_done(1, "train_attacker")
+        pairs = [store.count("pairs", r) for r in (1, 2)]
         assert store.scalar(sql.HAS_EVALS) == 1
         before = _rate(store, 1, "attack_before", True)
         after = _rate(store, 1, "attack_after", True)
         held_1 = _rate(store, 1, "heldout", False)
         held_2 = _rate(store, 2, "heldout", False)
+    assert all(n > 0 for n in pairs), f"pairs per round {pairs}: the game stalled"
     assert after > before, f"(a) attack success {before:.3f} -> {after:.3f} after the attacker's step"
     assert held_2 > held_1, f"(b) held-out reward {held_1:.3f} -> {held_2:.3f} after the defender's step"
     report = tmp_path / "REPORT.md"

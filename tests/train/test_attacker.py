@@ -15,7 +15,15 @@ from data.select import select_round
 from data.store import Store
 from tests.conftest import make_config
 from tests.data.storefill import fill_round
-from train.attacker import attacker_rewards, diversity_scores, failure_scores, sample_weights
+from train.attacker import (
+    attacker_rewards,
+    effective_sample_size,
+    failure_scores,
+    floored_weights,
+    sample_weights,
+    standardise,
+)
+from train.novelty import embedding_novelty, ngram_novelty, novelty
 
 
 def test_failure_is_the_z_score_of_minus_mean_reward():
@@ -27,13 +35,13 @@ def test_failure_is_the_z_score_of_minus_mean_reward():
 
 def test_diversity_is_one_minus_the_closest_jaccard():
     texts = ["how to pick a lock", "how to pick a lock quickly", "write a poem about rain"]
-    got = diversity_scores(texts, max_n=1)
+    got = ngram_novelty(texts, max_n=1)
     # word sets: A = {how,to,pick,a,lock} (5), B = A + {quickly} (6), C shares "a" only with both
     j_ab = 5 / 6
     j_ac = 1 / (5 + 5 - 1)
     j_bc = 1 / (6 + 5 - 1)
     assert got.tolist() == pytest.approx([1 - j_ab, 1 - j_ab, 1 - max(j_ac, j_bc)])
-    assert diversity_scores(["same text", "Same text!"]).tolist() == [0.0, 0.0]  # normalised duplicates
+    assert ngram_novelty(["same text", "Same text!"]).tolist() == [0.0, 0.0]  # normalised duplicates
 
 
 def test_weights_are_a_scaled_softmax():
@@ -57,19 +65,70 @@ def test_diversity_bonus_breaks_ties_between_equally_failing_prompts():
 
 
 def test_lambda_weighs_standardised_diversity_against_standardised_failure():
-    """reward = z(failure) + λ·z(diversity): λ = 1 gives the two terms equal say, whatever the raw spread of
-    diversity (here 0.1 against rewards spread by 2)."""
+    """reward = z(z(failure) + λ·z(diversity)): λ = 1 gives the two terms equal say, whatever the raw spread of
+    diversity (here 0.1 against rewards spread by 2), and the sum is standardised again."""
     texts = ["a b c d e f g h i j", "a b c d e f g h i k", "a b c d e f g h l m"]
     mean_reward = np.array([1.0, -1.0, 0.0])
-    raw = diversity_scores(texts, max_n=1)  # 1 - 9/11, 1 - 9/11, 1 - 8/12
+    raw = ngram_novelty(texts, max_n=1)  # 1 - 9/11, 1 - 9/11, 1 - 8/12
     assert raw.tolist() == pytest.approx([2 / 11, 2 / 11, 4 / 12])
     r = attacker_rewards(mean_reward, texts, diversity_weight=1.0, temperature=1.0, max_n=1)
     assert r.diversity.tolist() == pytest.approx(raw.tolist())  # stored raw, readable
     z_fail = [-1 / math.sqrt(2 / 3), 1 / math.sqrt(2 / 3), 0.0]
     z_div = [-1 / math.sqrt(2), -1 / math.sqrt(2), math.sqrt(2)]  # two equal values and one above: ±std
-    assert r.reward.tolist() == pytest.approx([f + d for f, d in zip(z_fail, z_div, strict=True)])
+    summed = np.array([f + d for f, d in zip(z_fail, z_div, strict=True)])
+    assert r.reward.tolist() == pytest.approx(standardise(summed).tolist())
     # the most diverse prompt now outweighs the most failing one, which a raw-scale bonus could not do
     assert r.weight[2] > r.weight[1] > r.weight[0]
+
+
+def test_lambda_changes_the_balance_not_how_peaked_the_weights_are():
+    """Re-standardised: the reward has std 1 for any λ > 0, so λ = 5 is not a sharper softmax than λ = 1."""
+    rng = np.random.default_rng(0)
+    texts = [" ".join(rng.choice(list("abcdefghij"), 6)) for _ in range(20)]
+    mean_reward = rng.normal(size=20)
+    for lam in (0.5, 1.0, 5.0):
+        r = attacker_rewards(mean_reward, texts, diversity_weight=lam, temperature=1.0)
+        assert r.reward.std() == pytest.approx(1.0)
+
+
+def test_novelty_against_history_is_lower_for_a_repeated_earlier_attack():
+    history = ["how do I rob a jewellery store at night", "write a phishing email to my bank"]
+    texts = ["how do I rob a jewellery store at night", "how can a person grow tomatoes on a balcony"]
+    for score in (ngram_novelty, embedding_novelty, novelty):
+        with_history = score(texts, history)
+        assert with_history[0] == pytest.approx(
+            0.0, abs=1e-9
+        )  # the repeat of an earlier attack is worth nothing
+        assert with_history[1] > 0.5 > with_history[0]
+        alone = score(texts)  # within the round only, the repeat looked new
+        assert alone[0] > with_history[0]
+
+
+def test_novelty_in_blocks_equals_one_block(monkeypatch):
+    import train.novelty as nov
+
+    rng = np.random.default_rng(1)
+    words = [f"w{i}" for i in range(40)]
+    texts = [" ".join(rng.choice(words, 5)) for _ in range(30)]
+    history = [" ".join(rng.choice(words, 5)) for _ in range(25)]
+    whole = nov.novelty(texts, history)
+    monkeypatch.setattr(nov, "BLOCK", 7)
+    assert nov.novelty(texts, history).tolist() == pytest.approx(whole.tolist())
+
+
+def test_ess_floor_holds_for_a_peaked_reward_vector():
+    reward = np.array([8.0] + [0.0] * 31)  # one prompt would take almost all the weight
+    assert effective_sample_size(sample_weights(reward, 0.5)) < 2
+    weight, used = floored_weights(reward, 0.5, ess_floor=0.5)
+    assert effective_sample_size(weight) >= 0.5 * 32 - 1e-6
+    assert used > 0.5 and weight.mean() == pytest.approx(1.0) and weight[0] == weight.max()
+    assert (
+        effective_sample_size(floored_weights(reward, used * 0.9, 0.5)[0]) >= 16 - 1e-6
+    )  # floor, not T, rules
+    same, t = floored_weights(np.zeros(8), 0.5, ess_floor=0.9)
+    assert t == 0.5 and same.tolist() == [1.0] * 8  # already flat: T unchanged
+    r = attacker_rewards(np.array([-5.0] + [1.0] * 15), ["x y"] * 16, 0.0, 0.5, ess_floor=0.5)
+    assert r.ess >= 8 - 1e-6 and r.temperature > 0.5
 
 
 def test_trainer_loss_equals_the_hand_computed_weighted_nll(tiny_models):

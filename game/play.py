@@ -51,7 +51,8 @@ def play(
     rounds = cfg.run.rounds
     for round_ in range(1, rounds + 1):
         hooks.before_round(cfg, round_)
-        run_round(cfg, round_)
+        report = run_round(cfg, round_)
+        log.info("round %d: %d vLLM engine start(s)", round_, report.engine_starts)
         hooks.after_round(cfg, round_)
         if train and (round_ < rounds or train_last):
             train_defender(cfg, round_)

@@ -2,7 +2,9 @@
 
 `vllm.LLM` spawns worker processes, so it must be created from code run under
 `if __name__ == "__main__":` (every Sparring command does this). When attacker and defender are the same
-checkpoint (round 1 usually), one engine serves both.
+checkpoint (round 1 usually), one engine serves both. Never two at once: with `gpu_memory_utilization` 0.85 a
+second `vllm.LLM` cannot start beside the first on one GPU, so asking for another model closes the live engine
+first. Starts are counted (`Engines.starts`) and reported by the round.
 """
 
 from __future__ import annotations
@@ -52,21 +54,24 @@ def engine_kwargs(model: str, cfg: VllmConfig, seed: int, on_cpu: bool = False) 
 
 
 class Engines:
-    """Lazily created vLLM engines keyed by model path; `close()` shuts them all down."""
+    """At most one live vLLM engine, created lazily for the model asked for; `close()` shuts it down."""
 
     def __init__(self, cfg: VllmConfig, seed: int):
         self.cfg = cfg
         self.seed = seed
         self._engines: dict[str, LLM] = {}
+        self.starts = 0
 
     def get(self, model: str) -> LLM:
         if model not in self._engines:
             from vllm import LLM
             from vllm.platforms import current_platform
 
+            self.close()  # one GPU holds one engine: the other player's goes first
             log.info("loading %s into vLLM", model)
             kwargs = engine_kwargs(model, self.cfg, self.seed, on_cpu=current_platform.is_cpu())
             self._engines[model] = LLM(**kwargs)
+            self.starts += 1
         return self._engines[model]
 
     def close(self) -> None:

@@ -37,6 +37,7 @@ class RoundReport:
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    engine_starts: int = 0
 
 
 def run_round(cfg: SparringConfig, round_: int, force: str | None = None) -> RoundReport:
@@ -88,6 +89,7 @@ def run_round(cfg: SparringConfig, round_: int, force: str | None = None) -> Rou
                             cfg.select.margin,
                         )
                 report.ran.append(stage)
+                report.engine_starts = pool.starts
                 report.seconds[stage] = time.perf_counter() - start
                 log.info("round %d: %s done in %.1fs", round_, stage, report.seconds[stage])
     return report
@@ -121,8 +123,8 @@ def _score(store: Store, cfg: SparringConfig, round_: int) -> None:
         scorer.close()
 
 
-def summary(cfg: SparringConfig, round_: int) -> str:
-    """A one-screen text summary of a round, read back from the store."""
+def summary(cfg: SparringConfig, round_: int, engine_starts: int | None = None) -> str:
+    """A one-screen text summary of a round, read back from the store (and the vLLM engines this run started)."""
     with Store.for_run(cfg.run.dir, read_only=True) as store:
         counts = {
             t: store.count(t, round_) for t in ("prompts", "responses", "scores", "hard_prompts", "pairs")
@@ -148,6 +150,8 @@ def summary(cfg: SparringConfig, round_: int) -> str:
             f"  pair yield  {hard_with_pair}/{counts['hard_prompts']} hard prompts have a pair "
             f"({hard_with_pair / counts['hard_prompts']:.0%})"
         )
+    if engine_starts is not None:
+        lines.append(f"  vLLM engine starts in this run: {engine_starts}")
     lines += ["", "  stage         rows   seconds"]
     lines += [f"  {r['stage']:<13}{r['rows']:>5}{r['seconds']:>10.1f}" for r in log_rows]
     return "\n".join(lines)
@@ -164,8 +168,8 @@ def main() -> None:
     def go() -> None:
         cfg = config_from_args(args)
         round_ = args.round if args.round is not None else 1
-        run_round(cfg, round_, force=args.force)
-        print(summary(cfg, round_))
+        report = run_round(cfg, round_, force=args.force)
+        print(summary(cfg, round_, report.engine_starts))
 
     main_guard(go)
 

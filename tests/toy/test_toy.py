@@ -1,6 +1,6 @@
-"""The toy-world experiment, reduced for CI: warm-up, one round of the game, training, evaluations, report.
+"""The toy-world experiment, reduced for CI: warm-up, two rounds of the game, training, evaluations, report.
 
-One seed, one round, the `game` arm, through the CLI. It checks the two directions the full experiment is
+One seed, two rounds, the `game` arm, through the CLI: every round has pairs (the game does not stall). It checks the two directions the full experiment is
 about (README "Toy world"): (a) the attacker's reward-weighted step raises attack success on the same
 defender; (b) the defender trained on the round does better on held-out prompts than the one that played it.
 The warm-up model is cached in .sparring/ (like the tiny models), so only the first run pays for it.

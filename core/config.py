@@ -295,12 +295,6 @@ def _check_across(cfg: SparringConfig) -> None:
             f"attacker.temperature=0.0 with attacker.samples_per_parent={a.samples_per_parent} is refused; "
             "expected temperature > 0 (greedy sampling repeats one text) or one sample per request"
         )
-    r, n = cfg.defender.resample, cfg.defender.n
-    if 0 < r.max_samples <= n:
-        raise ConfigError(
-            f"defender.resample.max_samples={r.max_samples} with defender.n={n} leaves no budget; expected 0 "
-            "(off) or more than defender.n"
-        )
     t = cfg.train_attacker
     if t.diversity_weight > 0 and t.ngram_weight + t.embedding_weight == 0:
         raise ConfigError(

@@ -6,10 +6,14 @@ the newest model trained on a round before r (`start_from` only chooses what tra
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 from core.config import SparringConfig
+from core.errors import StageError
 from core.tiny_models import resolve_model
+from data import sql
 from data.store import Store
 
 
@@ -33,3 +37,26 @@ def players_for_round(store: Store, cfg: SparringConfig, round_: int) -> Players
 def base_model(cfg: SparringConfig, role: str) -> str:
     ref = cfg.attacker.model if role == "attacker" else cfg.defender.model
     return resolve_model(ref, cfg.run.tiny_models_dir)
+
+
+def check_history(store: Store, round_: int, redo: str, drop_later: bool) -> list[Path]:
+    """Before redoing `redo` of round `round_`: later rounds were played from its output (its prompts, pairs,
+    models), so redoing it under them would leave a history that never happened. Refused unless `drop_later`;
+    then returns the later rounds' model directories, to delete once the store has dropped their rows."""
+    later = store.later_rounds(round_)
+    if not later:
+        return []
+    if not drop_later:
+        raise StageError(
+            f"{redo} on round {round_} would rewrite what round(s) {', '.join(map(str, later))} were played from; "
+            "expected --drop-later to remove those rounds and their models too, or another run.dir"
+        )
+    return sorted(
+        {Path(row[3]).parent for row in store.execute(sql.LATER_MODELS, [round_]) if row[3] is not None}
+    )
+
+
+def remove_model_dirs(dirs: list[Path]) -> None:
+    """Delete the model directories of dropped rounds (after the store no longer names them)."""
+    for path in dirs:
+        shutil.rmtree(path, ignore_errors=True)

@@ -39,7 +39,10 @@ class RunMetrics:
     path: Path
     rewards: dict[int, list[float]] = field(default_factory=dict)
     attack_success: dict[int, float] = field(default_factory=dict)
-    prompts: dict[int, int] = field(default_factory=dict)  # stored; fewer than asked = collapse
+    prompts: dict[int, int] = field(
+        default_factory=dict
+    )  # stored (de-duplicated); fewer than asked = collapse
+    asked: dict[int, int] = field(default_factory=dict)  # attacker.num_prompts of the round's config
     distinct2: dict[int, float] = field(default_factory=dict)
     pairwise: dict[int, float] = field(default_factory=dict)
     pairs: dict[int, int] = field(default_factory=dict)
@@ -66,6 +69,11 @@ def run_metrics(path: Path, arm: str = "run") -> RunMetrics:
         prompts = store.rows(sql.REPORT_PROMPTS)
         pairs = store.rows(sql.REPORT_PAIRS)
         stages = store.rows(sql.REPORT_STAGE_DETAILS)
+        configs = store.rows(sql.REPORT_ROUNDS)
+    for row in configs:
+        asked = json.loads(row["config_json"]).get("attacker", {}).get("num_prompts")
+        if asked:
+            m.asked[row["round"]] = int(asked)
     for row in stages:
         details = json.loads(row["details"] or "{}")
         if row["stage"] == "select" and details.get("pair_yield") is not None:
@@ -91,6 +99,11 @@ def run_metrics(path: Path, arm: str = "run") -> RunMetrics:
         m.margins.setdefault(p["round"], []).append(p["margin"])
     m.pairs = {r: len(v) for r, v in m.margins.items()}
     return m
+
+
+def distinct_share(m: RunMetrics) -> dict[int, float]:
+    """Per round: distinct prompts stored / prompts the attacker was asked for (1 = no collapse)."""
+    return {k: m.prompts[k] / m.asked[k] for k in m.prompts if m.asked.get(k)}
 
 
 def find_runs(root: Path) -> dict[str, list[Path]]:
@@ -279,6 +292,9 @@ def summary_rows(metrics: dict[str, list[RunMetrics]], extension: ReportExtensio
             "prompt distinct-2": fmt([mean(list(r.distinct2.values())) for r in runs]),
             "pairs / round": fmt([mean([float(v) for v in r.pairs.values()]) for r in runs]),
             "pair yield": fmt([mean(list(r.pair_yield.values())) for r in runs if r.pair_yield]),
+            "least distinct prompts / asked": fmt(
+                [min(distinct_share(r).values(), default=float("nan")) for r in runs]
+            ),
             "rounds without a pair": str(sum(len(r.carried_over) for r in runs)),
         }
         for arm, runs in metrics.items()

@@ -152,6 +152,19 @@ DELETE_ROUND_ROWS = {
     "models_attacker": "DELETE FROM models WHERE round = ? AND role = 'attacker'",
 }
 
+# History: the rounds after one round, and everything of theirs (a redo of round N with --drop-later removes them,
+# since they were played from round N's output).
+LATER_ROUNDS = """
+SELECT round FROM rounds WHERE round > $1 UNION SELECT DISTINCT round FROM stage_log WHERE round > $1 ORDER BY round
+"""
+LATER_MODELS = "SELECT round, role, path, adapter_path FROM models WHERE round > ? ORDER BY round, role"
+DROP_LATER_ROUNDS = [
+    f"DELETE FROM {table} WHERE round > ?"
+    for table in (
+        "attacker_rewards", "pairs", "hard_prompts", "scores", "responses", "prompts", "models", "stage_log", "rounds",
+    )
+]  # fmt: skip
+
 # Tables that take Arrow batches, by name (`INSERT ... BY NAME SELECT * FROM <arrow>`).
 INSERT_BY_NAME = {
     name: f"INSERT INTO {name} BY NAME SELECT * FROM _arrow_batch"

@@ -139,17 +139,27 @@ class Store:
     def done_stages(self, round_: int) -> set[str]:
         return {r[0] for r in self.execute(sql.ROUND_STAGES, [round_])}
 
-    def reset_from(self, round_: int, stage: str) -> list[str]:
-        """Undo `stage` and every later stage of `round_` in one transaction; returns the stages undone."""
+    def reset_from(self, round_: int, stage: str, drop_later: bool = False) -> list[str]:
+        """Undo `stage` and every later stage of `round_` in one transaction; returns the stages undone.
+
+        `drop_later` also removes every round after `round_` in the same transaction (they were played from
+        what is undone); callers check `later_rounds` first and remove those rounds' model files after."""
         if stage not in sql.STAGES:
             raise StageError(f"unknown stage '{stage}'; expected one of: {', '.join(sql.STAGES)}")
         undone = list(sql.STAGES[sql.STAGES.index(stage) :])
         with self.transaction():
+            if drop_later:
+                for query in sql.DROP_LATER_ROUNDS:
+                    self.execute(query, [round_])
             for s in undone:
                 for table in sql.STAGE_TABLES[s]:
                     self.execute(sql.DELETE_ROUND_ROWS[table], [round_])
                 self.execute(sql.UNLOG_STAGE, [round_, s])
         return undone
+
+    def later_rounds(self, round_: int) -> list[int]:
+        """Rounds after `round_` that were begun or have any stage in the store."""
+        return [r[0] for r in self.execute(sql.LATER_ROUNDS, [round_])]
 
     # ---- reads and writes -----------------------------------------------------------------------------
     def insert(self, table: str, rows: pa.Table) -> int:

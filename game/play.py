@@ -63,8 +63,9 @@ def play(
 
 
 def redo_attacker_step(cfg: SparringConfig, round_: int) -> None:
-    """Retrain round `round_`'s attacker from the same parent on the same data (an ablation's step)."""
-    train_attacker(cfg, round_, force=True)
+    """Retrain round `round_`'s attacker from the same parent on the same data (an ablation's step, on a copy of
+    a finished run: the rounds after it are dropped from that copy, as a redo under them must)."""
+    train_attacker(cfg, round_, force=True, drop_later=True)
 
 
 def _print_summary(cfg: SparringConfig, round_: int) -> None:

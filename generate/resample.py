@@ -79,7 +79,12 @@ def resample(
             if p.count < rcfg.max_samples and triggered(p.rewards, cfg.select.margin, rcfg.failure_below)
         ]
 
-    first = still_triggered() if rcfg.max_samples > 0 else []
+    if 0 < rcfg.max_samples <= dcfg.n:
+        log.warning(
+            "round %d: defender.resample.max_samples=%d is not above defender.n=%d: no answer to add",
+            round_, rcfg.max_samples, dcfg.n,
+        )  # fmt: skip
+    first = still_triggered() if rcfg.max_samples > dcfg.n else []
     per_pass = math.ceil(max(0, rcfg.max_samples - dcfg.n) / rcfg.passes)
     temperature = rcfg.temperature if rcfg.temperature is not None else dcfg.temperature
     responses: list[ResponseRecord] = []

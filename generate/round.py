@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from core.config import SparringConfig
 from core.errors import StageError
 from core.preflight import check_chat_model, check_reward_model
 from core.tiny_models import resolve_model
 from data import sql
-from data.lineage import Players, players_for_round
+from data.lineage import Players, check_history, players_for_round, remove_model_dirs
 from data.prompts import load_seed_file
 from data.select import select_round
 from data.store import Store
@@ -40,8 +41,13 @@ class RoundReport:
     engine_starts: int = 0
 
 
-def run_round(cfg: SparringConfig, round_: int, force: str | None = None) -> RoundReport:
-    """Run the stages of `round_` that are not yet in the store. Call from under `__main__` (vLLM spawns)."""
+def run_round(
+    cfg: SparringConfig, round_: int, force: str | None = None, drop_later: bool = False
+) -> RoundReport:
+    """Run the stages of `round_` that are not yet in the store. Call from under `__main__` (vLLM spawns).
+
+    `force` redoes that stage and the ones after it; when later rounds exist it is refused unless
+    `drop_later`, which removes them (and their models) in the same transaction as the undo."""
     if round_ < 1:
         raise StageError(f"--round {round_} is not a round; expected an integer >= 1")
     if force is not None and force not in ROUND_STAGES:
@@ -56,12 +62,17 @@ def run_round(cfg: SparringConfig, round_: int, force: str | None = None) -> Rou
         # Preflight checks what will run *before* --force deletes anything, so a bad model or seed file
         # fails with the store as it was.
         done = store.done_stages(round_)
+        stale_models: list[Path] = []
         if force is not None:
+            stale_models = check_history(store, round_, f"--force {force}", drop_later)
             done -= set(ROUND_STAGES[ROUND_STAGES.index(force) :])
         players = players_for_round(store, cfg, round_)
         _preflight(cfg, round_, players, done)
         if force is not None:
-            log.info("round %d: redoing %s", round_, ", ".join(store.reset_from(round_, force)))
+            undone = store.reset_from(round_, force, drop_later=drop_later)
+            remove_model_dirs(stale_models)
+            dropped = f"; dropped the later rounds and {len(stale_models)} model(s)" if drop_later else ""
+            log.info("round %d: redoing %s%s", round_, ", ".join(undone), dropped)
         store.begin_round(round_, players.attacker, players.defender, scorer_name(cfg), cfg.to_json())
         todo = [s for s in ROUND_STAGES if not store.stage_done(round_, s)]
         report.skipped = [s for s in ROUND_STAGES if s not in todo]
@@ -162,13 +173,16 @@ def main() -> None:
 
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--force", choices=ROUND_STAGES, help="redo this stage and the ones after it")
+    parser.add_argument(
+        "--drop-later", action="store_true", help="with --force: also remove every later round and its models"
+    )
     args = parser.parse_args()
     setup_logging(args.verbose)
 
     def go() -> None:
         cfg = config_from_args(args)
         round_ = args.round if args.round is not None else 1
-        report = run_round(cfg, round_, force=args.force)
+        report = run_round(cfg, round_, force=args.force, drop_later=args.drop_later)
         print(summary(cfg, round_, report.engine_starts))
 
     main_guard(go)

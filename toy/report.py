@@ -103,6 +103,11 @@ class ToyExtension(ReportExtension):
         before = [mean(list(p.get("attack_before", {}).values())) for p in probes]
         after = [mean(list(p.get("attack_after", {}).values())) for p in probes]
         lift = [a - b for a, b in zip(after, before, strict=True)]
+        lifted = [
+            p.get("attack_after", {}).get(k, float("nan")) > p.get("attack_before", {}).get(k, float("nan"))
+            for p in probes
+            for k in p.get("attack_before", {})
+        ]
         return {
             "held-out reward, start": fmt(first),
             "held-out reward, end": fmt(last),
@@ -111,6 +116,7 @@ class ToyExtension(ReportExtension):
             "end, benign only": fmt([k.get("benign", float("nan")) for k in last_kind]),
             "attack success before → after step": f"{fmt(before)} → {fmt(after)}" if before else "–",
             "lift": fmt(lift) if before else "–",
+            "seed-rounds lifted": f"{sum(lifted)}/{len(lifted)}" if lifted else "–",
         }
 
     def round_cells(self, runs: list[RunMetrics], round_: int) -> dict[str, str]:
@@ -137,6 +143,7 @@ class ToyExtension(ReportExtension):
                 "probed like the game's step (mean over rounds, ± std over seeds).",
                 "",
             ]
+        lines += per_seed_lines(metrics)
         return lines + [
             "Held-out reward: the judge's mean reward on held-out prompts (templates and subjects never trained "
             "on) answered by the round's defender; *start* = the warm-up defender, *end* = the one trained on the "
@@ -151,6 +158,33 @@ class ToyExtension(ReportExtension):
         figures.lines(metrics, HELDOUT, "heldout.png", "held-out reward", "Held-out reward of each round's "
                       "defender (round R+1 = the last trained one), mean ± std over seeds.")  # fmt: skip
         _probe_plot(metrics, figures)
+
+
+def per_seed_lines(metrics: dict[str, list[RunMetrics]]) -> list[str]:
+    """Held-out reward from the warm-up to the last trained defender, per seed, and each arm minus `static`."""
+    ends: dict[str, dict[str, tuple[float, float]]] = {}
+    for arm, runs in metrics.items():
+        for r in runs:
+            held = r.extra[HELDOUT]
+            if held:
+                ends.setdefault(arm, {})[r.path.name] = (held[min(held)], held[max(held)])
+    if not ends:
+        return []
+    seeds = sorted({s for per in ends.values() for s in per})
+    rows = []
+    for arm, per in ends.items():
+        row = {"arm": arm}
+        for seed in seeds:
+            start, end = per.get(seed, (float("nan"), float("nan")))
+            base = ends.get("static", {}).get(seed, (float("nan"), float("nan")))[1]
+            diff = f" ({end - base:+.3f} vs static)" if arm != "static" and base == base else ""
+            row[seed] = f"{start:.3f} → {end:.3f}{diff}"
+        rows.append(row)
+    return [
+        "## Held-out reward per seed (warm-up → last trained defender)",
+        "",
+        markdown_table(rows),
+    ]
 
 
 def _category_heatmap(metrics: dict[str, list[RunMetrics]], figures: Figures) -> None:

@@ -315,9 +315,11 @@ class AttackerRole(Role):
 ATTACKER = AttackerRole()
 
 
-def train_attacker(cfg: SparringConfig, round_: int, force: bool = False) -> dict[str, Any]:
+def train_attacker(
+    cfg: SparringConfig, round_: int, force: bool = False, drop_later: bool = False
+) -> dict[str, Any]:
     """Score, weight, train, save and record round `round_`'s attacker; returns its `models` row."""
-    return train_round(ATTACKER, cfg, round_, force)
+    return train_round(ATTACKER, cfg, round_, force, drop_later)
 
 
 def _round_scorer(store: Store, round_: int) -> str:

@@ -24,7 +24,7 @@ from core import faults
 from core.config import LoraConfig, SparringConfig
 from core.errors import ConfigError, ModelError, StageError
 from data import sql
-from data.lineage import base_model
+from data.lineage import base_model, check_history, remove_model_dirs
 from data.store import Store
 
 if TYPE_CHECKING:
@@ -303,11 +303,16 @@ def already_trained(store: Store, round_: int, stage: str, force: bool) -> bool:
     return False
 
 
-def forget_trained(store: Store, state: Any, round_: int, stage: str, paths: ModelPaths) -> None:
-    """`--force`: the main process removes the stage's rows and its model directory before retraining."""
+def forget_trained(
+    store: Store, state: Any, round_: int, stage: str, paths: ModelPaths, drop_later: bool = False
+) -> None:
+    """`--force`: the main process removes the stage's rows and its model directory before retraining. A model
+    that a later round played with is never overwritten: refused, unless `drop_later` drops those rounds too."""
+    stale = check_history(store, round_, f"--force {stage}", drop_later)
     if state.is_main_process:
-        log.info("round %d: redoing %s", round_, ", ".join(store.reset_from(round_, stage)))
+        log.info("round %d: redoing %s", round_, ", ".join(store.reset_from(round_, stage, drop_later)))
         shutil.rmtree(paths.root, ignore_errors=True)
+        remove_model_dirs(stale)
 
 
 def stored_model(store: Store, round_: int, role: str) -> dict[str, Any]:

@@ -152,9 +152,11 @@ class DefenderRole(Role):
 DEFENDER = DefenderRole()
 
 
-def train_defender(cfg: SparringConfig, round_: int, force: bool = False) -> dict[str, Any]:
+def train_defender(
+    cfg: SparringConfig, round_: int, force: bool = False, drop_later: bool = False
+) -> dict[str, Any]:
     """Train, save and record round `round_`'s defender; returns its `models` row (existing one if done)."""
-    return train_round(DEFENDER, cfg, round_, force)
+    return train_round(DEFENDER, cfg, round_, force, drop_later)
 
 
 def dpo_args(cfg: SparringConfig, output_dir: Path, bf16: bool) -> Any:

@@ -85,9 +85,11 @@ class Role:
         return store.insert("models", model)
 
 
-def train_round(role: Role, cfg: SparringConfig, round_: int, force: bool = False) -> dict[str, Any]:
+def train_round(
+    role: Role, cfg: SparringConfig, round_: int, force: bool = False, drop_later: bool = False
+) -> dict[str, Any]:
     """Train, save and record round `round_`'s model of `role`; returns its `models` row (the stored one if
-    the stage is done and not forced)."""
+    the stage is done and not forced; `drop_later` lets `force` remove the rounds played after it)."""
     if round_ < 1:
         raise StageError(f"--round {round_} is not a round; expected an integer >= 1")
     role.check(cfg)
@@ -100,7 +102,7 @@ def train_round(role: Role, cfg: SparringConfig, round_: int, force: bool = Fals
             return stored_model(store, round_, role.name)
         data = role.read(store, cfg, round_)
         if force:
-            forget_trained(store, state, round_, role.stage, paths)
+            forget_trained(store, state, round_, role.stage, paths, drop_later)
         parent = parent_model(store, cfg, role.name, round_, settings.start_from)
 
     started = time.perf_counter()
@@ -163,17 +165,21 @@ def fit(role: Role, cfg: SparringConfig, parent: str, data: Any, paths: ModelPat
     }
 
 
-def trainer_cli(doc: str, role: str, train: Callable[[SparringConfig, int, bool], dict[str, Any]]) -> None:
+def trainer_cli(doc: str, role: str, train: Callable[..., dict[str, Any]]) -> None:
     """The `python -m train.<role>` command: config + `--round` + `--force`, one line naming the saved model."""
     from core.cli import base_parser, config_from_args, main_guard, setup_logging
 
     parser = base_parser(doc.splitlines()[0])
     parser.add_argument("--force", action="store_true", help="retrain even if the stage is in the store")
+    parser.add_argument(
+        "--drop-later", action="store_true", help="with --force: also remove every later round and its models"
+    )
     args = parser.parse_args()
     setup_logging(args.verbose)
 
     def go() -> None:
-        row = train(config_from_args(args), args.round if args.round is not None else 1, args.force)
+        round_ = args.round if args.round is not None else 1
+        row = train(config_from_args(args), round_, args.force, drop_later=args.drop_later)
         if row:  # the main process's; the others of an `accelerate launch` return nothing
             print(f"{role} of round {row['round']}: {row['path']} (from {row['parent']})")
 

@@ -206,6 +206,73 @@ class SparringConfig:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# What each stage's output depends on. A stage records these values with its stage-log row; resuming a round
+# with other values for a done stage's keys is an error (the store would mix two configs), `--force STAGE` the
+# way out. The players (`attacker.model`, `defender.model`) are recorded as the models that actually played.
+
+_SAMPLING = ("temperature", "top_p", "max_tokens")
+STAGE_KEYS: dict[str, tuple[str, ...]] = {
+    "attack": (
+        "run.seed",
+        *(f"attacker.{k}" for k in ("mode", "num_prompts", "samples_per_parent", "seed_file", *_SAMPLING)),
+        *(f"attacker.{k}" for k in ("min_chars", "max_attempts", "replay_fraction")),
+    ),
+    "respond": ("run.seed", "defender.n", *(f"defender.{k}" for k in _SAMPLING), "vllm.max_model_len"),
+    "score": ("reward.kind", "reward.model", "reward.max_length"),
+    "resample": ("run.seed", "defender.resample", *(f"defender.{k}" for k in _SAMPLING), "select.margin"),
+    "select": ("select.strategy", "select.hard_fraction", "select.margin"),
+    "train_defender": tuple(
+        f"train_defender.{k}"
+        for k in (
+            "loss",
+            "beta",
+            "spac_lambda",
+            "spac_smoothing",
+            "learning_rate",
+            "epochs",
+            "batch_size",
+            "grad_accum",
+            "max_length",
+            "start_from",
+            "lora",
+            "max_steps",
+        )
+    ),  # fmt: skip
+    "train_attacker": tuple(
+        f"train_attacker.{k}"
+        for k in (
+            "diversity_weight",
+            "weight_temperature",
+            "learning_rate",
+            "epochs",
+            "batch_size",
+            "grad_accum",
+            "max_length",
+            "start_from",
+            "lora",
+            "diversity_ngrams",
+            "ngram_weight",
+            "embedding_weight",
+            "embedding_model",
+            "history",
+            "ess_floor",
+            "max_steps",
+        )
+    ),  # fmt: skip
+}
+
+
+def stage_config(cfg: SparringConfig, stage: str) -> dict[str, Any]:
+    """The values of `STAGE_KEYS[stage]` in `cfg`, JSON-ready (sections as dicts)."""
+    out = {}
+    for key in STAGE_KEYS.get(stage, ()):
+        value = _get(cfg, key)
+        is_section = dataclasses.is_dataclass(value) and not isinstance(value, type)
+        out[key] = dataclasses.asdict(value) if is_section else value  # type: ignore[arg-type]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Range checks that types alone cannot express: (section.key, predicate, what is expected)
 
 _POSITIVE = "a number > 0"

@@ -55,6 +55,7 @@ class RoundFacts:
     rejected_mean: float | None
     attacker_reward_mean: float | None
     select_details: dict[str, Any] = field(default_factory=dict)
+    stage_configs: dict[str, dict[str, Any]] = field(default_factory=dict)  # what each stage ran with
 
 
 @dataclass(frozen=True)
@@ -76,12 +77,17 @@ class RunFacts:
 
 
 def run_facts(store: Store, run_dir: str) -> RunFacts:
-    """Everything the card says, read in two queries so the store can be closed before any upload."""
+    """Everything the card says, read in three queries so the store can be closed before any upload."""
+    configs: dict[int, dict[str, dict[str, Any]]] = {}
+    for row in store.rows(sql.CARD_STAGE_CONFIGS):
+        config = json.loads(row["details"] or "{}").get("config")
+        if config:
+            configs.setdefault(row["round"], {})[row["stage"]] = config
     rounds = {}
     for row in store.rows(sql.CARD_ROUNDS):
         row["config"] = json.loads(row.pop("config_json"))
         row["select_details"] = json.loads(row["select_details"]) if row["select_details"] else {}
-        rounds[row["round"]] = RoundFacts(**row)
+        rounds[row["round"]] = RoundFacts(**row, stage_configs=configs.get(row["round"], {}))
     models = [ModelFacts(**row) for row in store.rows(sql.CARD_MODELS)]
     return RunFacts(run_dir, rounds, models)
 
@@ -213,6 +219,10 @@ def _render(data: DatasetCardData, rounds: list[RoundFacts], **values: Any) -> D
                 "hard_fraction": select.get("hard_fraction"),
                 "margin": r.select_details.get("margin", select.get("margin")),
                 "config_yaml": yaml.safe_dump(r.config, sort_keys=True).rstrip(),
+                "stages": [
+                    (stage, ", ".join(f"`{k}={json.dumps(v)}`" for k, v in sorted(values.items())))
+                    for stage, values in r.stage_configs.items()
+                ],
             }
         )
     return DatasetCard.from_template(data, template_path=str(TEMPLATE), rounds=shown, **values)

@@ -6,12 +6,15 @@ the newest model trained on a round before r (`start_from` only chooses what tra
 
 from __future__ import annotations
 
+import json
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from core.config import SparringConfig
-from core.errors import StageError
+from core.errors import ConfigError, StageError
 from core.tiny_models import resolve_model
 from data import sql
 from data.store import Store
@@ -24,14 +27,37 @@ class Players:
 
 
 def players_for_round(store: Store, cfg: SparringConfig, round_: int) -> Players:
-    """The recorded players of a round that already started (resume keeps them), else chosen now."""
+    """The recorded players of a round that already started, else chosen now."""
     info = store.round_info(round_)
     if info is not None:
         return Players(info["attacker_model"], info["defender_model"])
+    return choose_players(store, cfg, round_)
+
+
+def choose_players(store: Store, cfg: SparringConfig, round_: int) -> Players:
+    """The players this config gives round `round_`: the newest models trained on earlier rounds, else the base."""
     return Players(
         attacker=store.model_for("attacker", round_) or base_model(cfg, "attacker"),
         defender=store.model_for("defender", round_) or base_model(cfg, "defender"),
     )
+
+
+def check_drift(store: Store, round_: int, stages: Iterable[str], configs: dict[str, dict[str, Any]]) -> None:
+    """A done stage ran with the values it recorded; resuming with others would mix two configs in one round.
+    One line naming the first key that differs, both values, and the way out."""
+    for stage in stages:
+        recorded = store.recorded_config(round_, stage)
+        current = json.loads(json.dumps(configs.get(stage, {})))
+        if not recorded:
+            continue
+        changed = [k for k in recorded if k in current and recorded[k] != current[k]]
+        if changed:
+            k = changed[0]
+            more = f" (and {', '.join(changed[1:])})" if len(changed) > 1 else ""
+            raise ConfigError(
+                f"round {round_}'s {stage} stage ran with {k}={recorded[k]!r}, but this config gives "
+                f"{k}={current[k]!r}{more}; expected the same values to resume, or --force {stage} to redo it"
+            )
 
 
 def base_model(cfg: SparringConfig, role: str) -> str:

@@ -133,8 +133,10 @@ STAGE_LOG = (
 ROUND_STAGES = "SELECT stage FROM stage_log WHERE round = ?"
 INSERT_ROUND = """
 INSERT INTO rounds (round, attacker_model, defender_model, scorer, config_json) VALUES (?, ?, ?, ?, ?)
-ON CONFLICT (round) DO NOTHING
+ON CONFLICT (round) DO UPDATE SET attacker_model = excluded.attacker_model, defender_model = excluded.defender_model,
+    scorer = excluded.scorer, config_json = excluded.config_json
 """
+STAGE_DETAILS = "SELECT details FROM stage_log WHERE round = ? AND stage = ?"
 GET_ROUND = "SELECT attacker_model, defender_model, scorer, config_json FROM rounds WHERE round = ?"
 
 # Undo one stage of one round (table names come from STAGE_TABLES, never from users).
@@ -343,6 +345,7 @@ LEFT JOIN ps USING (round) LEFT JOIN pc USING (round) LEFT JOIN rc USING (round)
 LEFT JOIN hc USING (round) LEFT JOIN ac USING (round) LEFT JOIN sl USING (round)
 ORDER BY rd.round
 """
+CARD_STAGE_CONFIGS = "SELECT round, stage, details FROM stage_log WHERE round > 0 ORDER BY round, finished_at"
 CARD_MODELS = """
 SELECT round, role, path, parent, CAST(created_at AS VARCHAR) AS created_at FROM models ORDER BY round, role
 """

@@ -60,6 +60,12 @@ class Store:
         if not read_only:
             self._migrate()
         self._check_version()
+        # stage -> the config values it depends on (`core.config.stage_config`), set by the command that runs
+        # stages and recorded in each stage's log row, so a resume can tell whether the config drifted
+        self.stage_configs: dict[str, dict[str, Any]] = {}
+        self._round_rows: dict[
+            int, list[Any]
+        ] = {}  # begin_round's rows, written when a stage of the round commits
 
     # ---- lifecycle ------------------------------------------------------------------------------------
     @classmethod
@@ -128,10 +134,19 @@ class Store:
             yield result
             faults.point(f"{stage}:commit")
             seconds = time.perf_counter() - start
+            if round_ in self._round_rows:
+                self.con.execute(sql.INSERT_ROUND, self._round_rows.pop(round_))
+            details = dict(result.details)
+            if stage in self.stage_configs:
+                details["config"] = self.stage_configs[stage]
             self.con.execute(
-                sql.LOG_STAGE,
-                [round_, stage, result.rows, seconds, json.dumps(result.details, sort_keys=True)],
+                sql.LOG_STAGE, [round_, stage, result.rows, seconds, json.dumps(details, sort_keys=True)]
             )
+
+    def recorded_config(self, round_: int, stage: str) -> dict[str, Any] | None:
+        """The config values a done stage ran with (None for stages logged before Sparring recorded them)."""
+        text = self.scalar(sql.STAGE_DETAILS, [round_, stage])
+        return json.loads(text).get("config") if text else None
 
     def stage_done(self, round_: int, stage: str) -> bool:
         return self.scalar(sql.STAGE_DONE, [round_, stage]) > 0
@@ -202,8 +217,10 @@ class Store:
 
     # ---- rounds and models ----------------------------------------------------------------------------
     def begin_round(self, round_: int, attacker: str, defender: str, scorer: str, config_json: str) -> None:
-        """Record which models and config a round uses; the first call wins, so a resume keeps them."""
-        self.execute(sql.INSERT_ROUND, [round_, attacker, defender, scorer, config_json])
+        """Which models and config round `round_` uses now, written in the transaction of its next stage to
+        commit: a command that fails writes nothing. Stages already done keep what they ran with in their own
+        log rows (a resume that would change those is refused before this is called)."""
+        self._round_rows[round_] = [round_, attacker, defender, scorer, config_json]
 
     def round_info(self, round_: int) -> dict[str, Any] | None:
         rows = self.execute(sql.GET_ROUND, [round_])

@@ -12,13 +12,14 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from core.config import SparringConfig
+from core.config import SparringConfig, stage_config
 from core.errors import StageError
 from core.preflight import check_chat_model, check_reward_model
 from core.tiny_models import resolve_model
 from data import sql
-from data.lineage import Players, check_history, players_for_round, remove_model_dirs
+from data.lineage import Players, check_drift, check_history, choose_players, remove_model_dirs
 from data.prompts import load_seed_file
 from data.select import select_round
 from data.store import Store
@@ -66,7 +67,10 @@ def run_round(
         if force is not None:
             stale_models = check_history(store, round_, f"--force {force}", drop_later)
             done -= set(ROUND_STAGES[ROUND_STAGES.index(force) :])
-        players = players_for_round(store, cfg, round_)
+        # the players and config values this run would use; a done stage that ran with others stops it here
+        players = choose_players(store, cfg, round_)
+        store.stage_configs = round_configs(cfg, players)
+        check_drift(store, round_, [s for s in ROUND_STAGES if s in done], store.stage_configs)
         _preflight(cfg, round_, players, done)
         if force is not None:
             undone = store.reset_from(round_, force, drop_later=drop_later)
@@ -104,6 +108,15 @@ def run_round(
                 report.seconds[stage] = time.perf_counter() - start
                 log.info("round %d: %s done in %.1fs", round_, stage, report.seconds[stage])
     return report
+
+
+def round_configs(cfg: SparringConfig, players: Players) -> dict[str, dict[str, Any]]:
+    """What each round stage depends on (`core.config.STAGE_KEYS`), the models that play it included."""
+    configs = {stage: stage_config(cfg, stage) for stage in ROUND_STAGES}
+    configs["attack"]["attacker.model"] = players.attacker
+    for stage in ("respond", "resample"):
+        configs[stage]["defender.model"] = players.defender
+    return configs
 
 
 def _preflight(cfg: SparringConfig, round_: int, players: Players, done: set[str]) -> None:

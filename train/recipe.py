@@ -20,8 +20,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from core.config import SparringConfig
+from core.config import SparringConfig, stage_config
 from core.errors import StageError
+from data.lineage import check_drift
 from data.store import Store
 from train.common import (
     ModelPaths,
@@ -97,8 +98,10 @@ def train_round(
     paths = model_paths(cfg, round_, role.name)
     # Read everything, then close the store: training can take hours and must not hold DuckDB's write lock.
     state = launch_state()
+    configs = {role.stage: stage_config(cfg, role.stage)}
     with store_for_reading(cfg, state) as store:
         if already_trained(store, round_, role.stage, force):
+            check_drift(store, round_, [role.stage], configs)  # done with other values: not this model
             return stored_model(store, round_, role.name)
         data = role.read(store, cfg, round_)
         if force:
@@ -119,6 +122,7 @@ def train_round(
         **metrics,
     }
     with Store.for_run(cfg.run.dir) as store:
+        store.stage_configs = configs
         with store.stage(round_, role.stage, started) as result:
             result.rows = role.record(
                 store, round_, data, model_row(round_, role.name, paths, parent, details)

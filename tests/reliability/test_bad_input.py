@@ -283,13 +283,12 @@ def test_reward_model_with_two_labels_via_cli(complete_round_1, tmp_path, tiny_m
 
 
 def test_force_with_a_bad_model_deletes_nothing(complete_round_1, tmp_path):
-    """Preflight runs before --force undoes stages, so a typo in a model path cannot cost the round's data."""
+    """Preflight runs before --force undoes stages, so a typo in a model path cannot cost the round's data.
+    (A forced stage plays with the models the config gives now: here a defender deleted from disk.)"""
     gone = tmp_path / "deleted-defender"
-    with Store.for_run(complete_round_1) as s:  # round 1 was played by a model since deleted from disk
-        s.execute("UPDATE rounds SET defender_model = ? WHERE round = 1", [str(gone)])
     before = snapshot(complete_round_1)
     with pytest.raises(ModelError) as err:
-        run_round(make_config(complete_round_1), 1, force="respond")
+        run_round(make_config(complete_round_1, f"defender.model={gone}"), 1, force="respond")
     assert_one_line(err, f"defender model '{gone}' does not exist")
     assert_unchanged(complete_round_1, before)
 

@@ -4,10 +4,14 @@ A model reference `tiny:<name>` in the config resolves to a directory built here
 (deterministic from the seed). Anything else is passed untouched to `from_pretrained` / vLLM, so the same
 loading code serves Hub ids and local paths on a GPU.
 
-What is built (all share one tokenizer):
+What is built:
 - `tiny:policy`: `Qwen2ForCausalLM`, hidden 128, 2 heads of dim 64 (vLLM's CPU attention rejects dim 16).
 - `tiny:reward`: `Qwen2ForSequenceClassification` with one label (a reward model).
-- the tokenizer: byte-level BPE trained with `tokenizers` on the seed prompts, with a ChatML chat template.
+  Both share a byte-level BPE tokenizer trained with `tokenizers` on the seed prompts, with ChatML.
+- Other model families, so players and scorers can differ as they do for users (each its own vocabulary,
+  special tokens and chat template, built on first use):
+  `tiny:policy-llama` (`LlamaForCausalLM`, a Llama-3-style header template, 768 tokens) and
+  `tiny:reward-mistral` (`MistralForSequenceClassification`, an `[INST]` template, 1,024 tokens).
 
     python -m core.tiny_models --out .sparring/tiny-models
 """
@@ -17,6 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import ModelError
@@ -24,7 +30,7 @@ from core.errors import ModelError
 log = logging.getLogger(__name__)
 
 TINY_PREFIX = "tiny:"
-TINY_NAMES = ("policy", "reward")
+TINY_NAMES = ("policy", "reward", "policy-llama", "reward-mistral")
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 BUILD_VERSION = 1  # bump when the recipe changes, so caches rebuild
 
@@ -61,7 +67,78 @@ def resolve_model(ref: str, tiny_dir: str | Path, seed: int = 0) -> str:
         raise ModelError(
             f"unknown tiny model '{ref}'; expected one of: {', '.join('tiny:' + n for n in TINY_NAMES)}"
         )
+    if name in FAMILIES:
+        return str(build_family(tiny_dir, name, seed))
     return str(build_tiny_models(tiny_dir, seed)[name])
+
+
+@dataclass(frozen=True)
+class Family:
+    """Another tiny model family: its architecture, vocabulary, special tokens and chat template."""
+
+    config: str  # transformers config class
+    model: str  # transformers model class
+    vocab_size: int
+    bos: str
+    eos: str  # the end of a turn: generation stops here
+    pad: str
+    template: str
+    labels: int | None = None  # a sequence classifier's label count (a reward model: 1)
+
+
+FAMILIES = {
+    "policy-llama": Family(
+        "LlamaConfig", "LlamaForCausalLM", 768, "<|begin_of_text|>", "<|eot_id|>", "<|finetune_pad|>",
+        "{{ '<|begin_of_text|>' }}{% for message in messages %}"
+        "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] + '<|eot_id|>' }}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}",
+    ),
+    "reward-mistral": Family(
+        "MistralConfig", "MistralForSequenceClassification", 1024, "<s>", "</s>", "<pad>",
+        "{{ '<s>' }}{% for message in messages %}{% if message['role'] == 'user' %}"
+        "{{ '[INST] ' + message['content'] + ' [/INST]' }}{% else %}{{ ' ' + message['content'] + '</s>' }}"
+        "{% endif %}{% endfor %}",
+        labels=1,
+    ),
+}  # fmt: skip
+
+
+def build_family(out: str | Path, name: str, seed: int = 0) -> Path:
+    """Build (or reuse) the tiny model of another family under `out/seed-<seed>/<name>`."""
+    family = FAMILIES[name]
+    path = Path(out) / f"seed-{seed}" / name
+    stamp = path / "BUILT.json"
+    if stamp.is_file() and json.loads(stamp.read_text()).get("version") == BUILD_VERSION:
+        return path
+    import torch
+    import transformers
+
+    log.info("building tiny %s in %s (seed %d)", name, path, seed)
+    specials = [family.bos, family.eos, family.pad, *re.findall(r"<\|[a-z_]+\|>|\[/?INST\]", family.template)]
+    tokenizer = _train_tokenizer(
+        _default_corpus(),
+        family.vocab_size,
+        list(dict.fromkeys(specials)),
+        family.bos,
+        family.eos,
+        family.pad,
+    )
+    tokenizer.chat_template = family.template
+    ids = {f"{k}_token_id": tokenizer.convert_tokens_to_ids(t) for k, t in
+           (("bos", family.bos), ("eos", family.eos), ("pad", family.pad))}  # fmt: skip
+    config = getattr(transformers, family.config)(
+        vocab_size=_round_up(len(tokenizer), 64), **POLICY_SHAPE, **ids,
+        **({"num_labels": family.labels} if family.labels else {}),
+    )  # fmt: skip
+    torch.manual_seed(seed + 2)
+    model = getattr(transformers, family.model)(config)
+    if family.labels is None:
+        model.generation_config.eos_token_id = ids["eos_token_id"]
+        model.generation_config.pad_token_id = ids["pad_token_id"]
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    stamp.write_text(json.dumps({"version": BUILD_VERSION, "seed": seed}))
+    return path
 
 
 def build_tiny_models(out: str | Path, seed: int = 0, corpus: list[str] | None = None) -> dict[str, Path]:
@@ -97,7 +174,14 @@ def build_tiny_models(out: str | Path, seed: int = 0, corpus: list[str] | None =
     return paths
 
 
-def _train_tokenizer(corpus: list[str], vocab_size: int = 2048):
+def _train_tokenizer(
+    corpus: list[str],
+    vocab_size: int = 2048,
+    special_tokens: list[str] = SPECIAL_TOKENS,
+    bos: str = "<|endoftext|>",
+    eos: str = "<|im_end|>",
+    pad: str = "<|endoftext|>",
+):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -106,17 +190,17 @@ def _train_tokenizer(corpus: list[str], vocab_size: int = 2048):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=special_tokens,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(corpus, trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
-        bos_token="<|endoftext|>",
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        additional_special_tokens=["<|im_start|>"],
+        bos_token=bos,
+        eos_token=eos,
+        pad_token=pad,
+        additional_special_tokens=[t for t in special_tokens if t not in (bos, eos, pad)],
         model_max_length=POLICY_SHAPE["max_position_embeddings"],
     )
     fast.chat_template = CHAT_TEMPLATE

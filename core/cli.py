@@ -44,6 +44,12 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     )
     p.add_argument("--round", type=int, default=None, help="round number (1-based)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the config and the models it names (local paths; Hub ids by name), print the plan; "
+        "load and write nothing",
+    )
     return p
 
 

@@ -66,3 +66,16 @@ def _has_chat_template(path: Path) -> bool:
     if tokenizer_config.is_file():
         return bool(json.loads(tokenizer_config.read_text()).get("chat_template"))
     return False
+
+
+def describe_model(ref: str, role: str) -> str:
+    """For a dry run: what `ref` is, checked as far as can be without loading it (a tiny model is built on use)."""
+    from core.tiny_models import is_tiny
+
+    if is_tiny(ref):
+        return f"{ref} (tiny, built locally on first use)"
+    path = check_model_dir(ref, role)
+    if path is None:
+        return f"{ref} (Hub id: checked by name only, downloaded on first use)"
+    config = json.loads((path / "config.json").read_text())
+    return f"{ref} (local {', '.join(config.get('architectures') or ['?'])})"

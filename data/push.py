@@ -400,6 +400,21 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
+def plan(cfg: SparringConfig, round_: int, repo: str | None, to_dir: str | None) -> str:
+    """`--dry-run`: what a push would publish, read from the store (read-only); nothing is sent or written."""
+    repo = repo or cfg.hub.repo or None
+    if repo is not None:
+        check_repo_id(repo)
+    elif to_dir is None:
+        raise ConfigError("no repo to push to; expected --repo ORG/NAME (or hub.repo in the config)")
+    exported, _ = read_round(cfg, round_)
+    target = f"the folder {to_dir}" if to_dir else f"the Hub dataset {repo} (one commit)"
+    rows = ", ".join(f"{config} {len(ds)} rows" for config, ds in exported.items())
+    return (
+        f"dry run: would publish round {round_} ({split_name(round_)}) of {cfg.run.dir} to {target}: {rows}"
+    )
+
+
 # ---- command line ---------------------------------------------------------------------------------------
 
 
@@ -427,6 +442,9 @@ def main(argv: list[str] | None = None) -> None:
         cfg = config_from_args(args)
         if args.round is None:
             raise ConfigError("--round is required; expected the round to publish, e.g. --round 1")
+        if args.dry_run:
+            print(plan(cfg, args.round, args.repo, args.to_dir))
+            return
         result = push_round(
             cfg,
             args.round,

@@ -14,9 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.config import SparringConfig
+from generate.round import plan as round_plan
 from generate.round import run_round, summary
-from train.attacker import train_attacker
-from train.defender import train_defender
+from train.attacker import ATTACKER, train_attacker
+from train.defender import DEFENDER, train_defender
+from train.recipe import plan as train_plan
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +81,19 @@ def main() -> None:
     parser.add_argument("--no-train", action="store_true", help="only generate; do not train between rounds")
     args = parser.parse_args()
     setup_logging(args.verbose)
-    main_guard(
-        lambda: play(
-            config_from_args(args), train=not args.no_train, hooks=RoundHooks(after_round=_print_summary)
-        )
-    )
+
+    def go() -> None:
+        cfg = config_from_args(args)
+        if args.dry_run:
+            for round_ in range(1, cfg.run.rounds + 1):
+                print(round_plan(cfg, round_))
+                if not args.no_train and round_ < cfg.run.rounds:
+                    print(train_plan(DEFENDER, cfg, round_))
+                    print(train_plan(ATTACKER, cfg, round_))
+            return
+        play(cfg, train=not args.no_train, hooks=RoundHooks(after_round=_print_summary))
+
+    main_guard(go)
 
 
 if __name__ == "__main__":

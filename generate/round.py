@@ -17,7 +17,7 @@ from typing import Any
 from core.config import SparringConfig, stage_config
 from core.errors import StageError
 from core.preflight import check_chat_model, check_reward_model
-from core.tiny_models import resolve_model
+from core.tiny_models import is_tiny, resolve_model
 from data import sql
 from data.lineage import Players, check_drift, check_history, choose_players, remove_model_dirs
 from data.prompts import load_seed_file
@@ -137,6 +137,61 @@ def _preflight(cfg: SparringConfig, round_: int, players: Players, done: set[str
         scorer_class(cfg.reward.kind)  # a typo in a custom scorer fails now, not after respond
 
 
+def plan(cfg: SparringConfig, round_: int) -> str:
+    """`--dry-run`: what `run_round` would do, from the config and (read-only) the store; loads nothing.
+
+    Local models are checked like the preflight does (directory, config.json, chat template or one label);
+    Hub ids by name only; the players of a round after 1 are the models the store says were trained."""
+    from core.preflight import describe_model
+    from data.store import store_path
+
+    done: set[str] = set()
+    attacker, defender = cfg.attacker.model, cfg.defender.model
+    if store_path(cfg.run.dir).is_file():
+        with Store.for_run(cfg.run.dir, read_only=True) as store:
+            done = store.done_stages(round_)
+            attacker = store.model_for("attacker", round_) or attacker
+            defender = store.model_for("defender", round_) or defender
+    elif round_ > 1:
+        attacker, defender = (
+            f"(the {role} trained on round {round_ - 1})" for role in ("attacker", "defender")
+        )
+    todo = [s for s in ROUND_STAGES if s not in done]
+    check = round_ == 1 or store_path(cfg.run.dir).is_file()
+    if check and "attack" in todo and round_ == 1:
+        load_seed_file(cfg.attacker.seed_file)
+    for ref, role in ((attacker, "attacker"), (defender, "defender")):
+        if check and not is_tiny(ref):
+            check_chat_model(ref, role)  # local: a model directory with a chat template; Hub id: by name
+    if cfg.reward.kind == "reward_model":
+        if not is_tiny(cfg.reward.model):
+            check_reward_model(cfg.reward.model)
+        scorer = "reward model " + describe_model(cfg.reward.model, "reward")
+    else:
+        if ":" in cfg.reward.kind:
+            scorer_class(cfg.reward.kind)
+        scorer = f"{cfg.reward.kind} ({cfg.reward.model})"
+    engines_ = [("attack", attacker), ("respond", defender)]
+    if cfg.defender.resample.max_samples > cfg.defender.n:
+        engines_.append(("resample", defender))
+    lines = [
+        f"dry run of round {round_} in {cfg.run.dir}: nothing is loaded or written",
+        f"  attacker  {describe_model(attacker, 'attacker') if check else attacker}",
+        f"  defender  {describe_model(defender, 'defender') if check else defender}",
+        f"  scorer    {scorer}",
+        f"  stages    {', '.join(todo) or 'none (the round is done)'}"
+        + (f"; already done: {', '.join(s for s in ROUND_STAGES if s in done)}" if done else ""),
+        "  vLLM      one engine at a time: "
+        + "; ".join(f"{stage} -> {model}" for stage, model in engines_ if stage in todo)
+        + f" (dtype {cfg.vllm.dtype}, max_model_len {cfg.vllm.max_model_len}, "
+        f"gpu_memory_utilization {cfg.vllm.gpu_memory_utilization}, tp {cfg.vllm.tensor_parallel_size})",
+        f"  writes    {Path(cfg.run.dir) / 'sparring.duckdb'}: {cfg.attacker.num_prompts} prompts x {cfg.defender.n} "
+        f"answers (up to {max(cfg.defender.n, cfg.defender.resample.max_samples)} where they tie), scores, "
+        f"hard prompts, pairs",
+    ]
+    return "\n".join(lines)
+
+
 def _score(store: Store, cfg: SparringConfig, round_: int) -> None:
     from score.stage import score_round
 
@@ -195,6 +250,9 @@ def main() -> None:
     def go() -> None:
         cfg = config_from_args(args)
         round_ = args.round if args.round is not None else 1
+        if args.dry_run:
+            print(plan(cfg, round_))
+            return
         report = run_round(cfg, round_, force=args.force, drop_later=args.drop_later)
         print(summary(cfg, round_, report.engine_starts))
 

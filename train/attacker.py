@@ -337,7 +337,7 @@ def _round_scorer(store: Store, round_: int) -> str:
 
 
 def main() -> None:
-    trainer_cli(__doc__ or "", "attacker", train_attacker)
+    trainer_cli(__doc__ or "", ATTACKER, train_attacker)
 
 
 if __name__ == "__main__":

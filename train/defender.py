@@ -211,7 +211,7 @@ def build_trainer(cfg: SparringConfig, model: Any, tokenizer: Any, dataset: Any,
 
 
 def main() -> None:
-    trainer_cli(__doc__ or "", "defender", train_defender)
+    trainer_cli(__doc__ or "", DEFENDER, train_defender)
 
 
 if __name__ == "__main__":

@@ -169,7 +169,41 @@ def fit(role: Role, cfg: SparringConfig, parent: str, data: Any, paths: ModelPat
     }
 
 
-def trainer_cli(doc: str, role: str, train: Callable[..., dict[str, Any]]) -> None:
+def plan(role: Role, cfg: SparringConfig, round_: int) -> str:
+    """`--dry-run`: what `train_round` would train, from what, and where it saves; loads nothing."""
+    from core.preflight import describe_model
+    from data.store import store_path
+
+    settings = role.settings(cfg)
+    base = cfg.attacker.model if role.name == "attacker" else cfg.defender.model
+    parent, state = base, "no store yet: run the round first"
+    if round_ > 1 and settings.start_from == "last":
+        parent = f"(the {role.name} trained on round {round_ - 1})"
+    if store_path(cfg.run.dir).is_file():
+        with Store.for_run(cfg.run.dir, read_only=True) as store:
+            trained = store.model_for(role.name, round_) if settings.start_from == "last" else None
+            parent = trained or base
+            done, selected = store.stage_done(round_, role.stage), store.stage_done(round_, "select")
+        state = (
+            "already trained (--force to redo)" if done else "ready" if selected else "round not selected yet"
+        )
+    paths = model_paths(cfg, round_, role.name)
+    lora = settings.lora
+    return "\n".join(
+        [
+            f"dry run of {role.stage} for round {round_} in {cfg.run.dir}: nothing is loaded or written",
+            f"  state     {state}",
+            f"  parent    {describe_model(parent, role.name) if parent == base else parent}",
+            f"  trains    a fresh LoRA r={lora.r} alpha={lora.alpha} on {', '.join(lora.target_modules)}; "
+            + ", ".join(
+                f"{k}={v}" for k, v in stage_config(cfg, role.stage).items() if not k.endswith(".lora")
+            ),
+            f"  saves     {paths.adapter} and {paths.merged} (what round {round_ + 1}'s vLLM loads)",
+        ]
+    )
+
+
+def trainer_cli(doc: str, role: Role, train: Callable[..., dict[str, Any]]) -> None:
     """The `python -m train.<role>` command: config + `--round` + `--force`, one line naming the saved model."""
     from core.cli import base_parser, config_from_args, main_guard, setup_logging
 
@@ -183,8 +217,11 @@ def trainer_cli(doc: str, role: str, train: Callable[..., dict[str, Any]]) -> No
 
     def go() -> None:
         round_ = args.round if args.round is not None else 1
+        if args.dry_run:
+            print(plan(role, config_from_args(args), round_))
+            return
         row = train(config_from_args(args), round_, args.force, drop_later=args.drop_later)
         if row:  # the main process's; the others of an `accelerate launch` return nothing
-            print(f"{role} of round {row['round']}: {row['path']} (from {row['parent']})")
+            print(f"{role.name} of round {row['round']}: {row['path']} (from {row['parent']})")
 
     main_guard(go)

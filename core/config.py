@@ -223,42 +223,15 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "select": ("select.strategy", "select.hard_fraction", "select.margin"),
     "train_defender": tuple(
         f"train_defender.{k}"
-        for k in (
-            "loss",
-            "beta",
-            "spac_lambda",
-            "spac_smoothing",
-            "learning_rate",
-            "epochs",
-            "batch_size",
-            "grad_accum",
-            "max_length",
-            "start_from",
-            "lora",
-            "max_steps",
-        )
-    ),  # fmt: skip
+        for k in "loss beta spac_lambda spac_smoothing learning_rate epochs batch_size grad_accum max_length "
+        "start_from lora max_steps".split()
+    ),
     "train_attacker": tuple(
         f"train_attacker.{k}"
-        for k in (
-            "diversity_weight",
-            "weight_temperature",
-            "learning_rate",
-            "epochs",
-            "batch_size",
-            "grad_accum",
-            "max_length",
-            "start_from",
-            "lora",
-            "diversity_ngrams",
-            "ngram_weight",
-            "embedding_weight",
-            "embedding_model",
-            "history",
-            "ess_floor",
-            "max_steps",
-        )
-    ),  # fmt: skip
+        for k in "diversity_weight weight_temperature learning_rate epochs batch_size grad_accum max_length "
+        "start_from lora diversity_ngrams ngram_weight embedding_weight embedding_model history ess_floor "
+        "max_steps".split()
+    ),
 }
 
 

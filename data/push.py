@@ -96,11 +96,7 @@ def push_round(
     Everything that can be checked locally is checked before the first request (repo id, round complete,
     token present), so a mistake costs no upload.
     """
-    repo = repo or cfg.hub.repo or None
-    if repo is not None:
-        check_repo_id(repo)
-    elif to_dir is None:
-        raise ConfigError("no repo to push to; expected --repo ORG/NAME (or hub.repo in the config)")
+    repo = target_repo(cfg, repo, to_dir)
     exported, facts = read_round(cfg, round_)
     if to_dir is None:
         token = token or get_token()
@@ -129,6 +125,16 @@ def push_round(
         private=cfg.hub.private if private is None else private,
         commit_message=commit_message,
     )
+
+
+def target_repo(cfg: SparringConfig, repo: str | None, to_dir: str | Path | None) -> str | None:
+    """The repo a push names (`--repo`, else `hub.repo`), checked; None only for a `--to-dir` export."""
+    repo = repo or cfg.hub.repo or None
+    if repo is not None:
+        check_repo_id(repo)
+    elif to_dir is None:
+        raise ConfigError("no repo to push to; expected --repo ORG/NAME (or hub.repo in the config)")
+    return repo
 
 
 def check_repo_id(repo: str) -> None:
@@ -402,11 +408,7 @@ def _first_line(e: BaseException) -> str:
 
 def plan(cfg: SparringConfig, round_: int, repo: str | None, to_dir: str | None) -> str:
     """`--dry-run`: what a push would publish, read from the store (read-only); nothing is sent or written."""
-    repo = repo or cfg.hub.repo or None
-    if repo is not None:
-        check_repo_id(repo)
-    elif to_dir is None:
-        raise ConfigError("no repo to push to; expected --repo ORG/NAME (or hub.repo in the config)")
+    repo = target_repo(cfg, repo, to_dir)
     exported, _ = read_round(cfg, round_)
     target = f"the folder {to_dir}" if to_dir else f"the Hub dataset {repo} (one commit)"
     rows = ", ".join(f"{config} {len(ds)} rows" for config, ds in exported.items())

@@ -1,9 +1,10 @@
 """`python -m generate.round --round N`: play one round of the game, resuming where it stopped.
 
 attack (attacker writes prompts) -> respond (defender answers N times) -> score (the scorer) -> resample
-(more answers where the N give no pair) -> select (hard prompts + pairs, SQL). Each stage is committed with its stage-log row in one transaction; stages
-already logged are skipped, so re-running the command resumes. `--force STAGE` redoes STAGE and the
-stages after it (undoing their rows first).
+(more answers where the N give no pair) -> select (hard prompts + pairs, SQL). Each stage is committed with
+its stage-log row in one transaction; stages already logged are skipped, so re-running the command resumes.
+`--force STAGE` redoes STAGE and the stages after it (undoing their rows first); a resume whose config
+differs from what a done stage ran with is refused (`data.lineage.check_drift`).
 """
 
 from __future__ import annotations

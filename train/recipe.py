@@ -143,6 +143,7 @@ def _carry_over(
         return {}
     details = {"carried_over": True, "reason": why.reason}
     with Store.for_run(cfg.run.dir) as store:
+        store.stage_configs = {role.stage: stage_config(cfg, role.stage)}
         with store.stage(round_, role.stage) as result:
             result.rows = store.insert("models", model_row(round_, role.name, None, parent, details))
             result.details = {"parent": parent, "path": parent, **details}

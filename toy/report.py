@@ -32,12 +32,13 @@ from toy import sql
 from toy.judge import KIND
 from toy.world import UNKNOWN, World, load_world
 
-HELDOUT, HELDOUT_BY_KIND, BY_CATEGORY, PROBE, PROBE_DISTINCT2 = (
+HELDOUT, HELDOUT_BY_KIND, BY_CATEGORY, PROBE, PROBE_DISTINCT2, UNPAIRED = (
     "heldout",
     "heldout_by_kind",
     "attack_by_category",
     "probe",
     "probe_distinct2",
+    "unpaired_hard",
 )
 
 
@@ -56,13 +57,15 @@ class ToyExtension(ReportExtension):
             world = _world(store.rows(store_sql.REPORT_ROUNDS))
             responses = store.rows(store_sql.REPORT_RESPONSES) if world is not None else []
             evals = store.rows(sql.ALL_EVALS) if store.scalar(sql.HAS_EVALS) else []
+            unpaired = store.rows(sql.UNPAIRED_HARD) if world is not None else []
         x: dict[str, Any] = {
-            HELDOUT: {},
-            HELDOUT_BY_KIND: {},
-            BY_CATEGORY: {},
-            PROBE: {},
-            PROBE_DISTINCT2: {},
+            key: {} for key in (HELDOUT, HELDOUT_BY_KIND, BY_CATEGORY, PROBE, PROBE_DISTINCT2)
         }
+        x[UNPAIRED] = {}
+        for row in unpaired:  # why a hard prompt got no pair: a prompt of no category is judged 0 every time
+            kind = world.kind_of(row["text"]) if world is not None else UNKNOWN
+            counts = x[UNPAIRED].setdefault(row["round"], {})
+            counts[kind] = counts.get(kind, 0) + 1
         if world is not None:
             cells: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
             for r in responses:
@@ -125,9 +128,14 @@ class ToyExtension(ReportExtension):
             b = [r.extra[PROBE].get("attack_before", {}).get(round_, float("nan")) for r in runs]
             a = [r.extra[PROBE].get("attack_after", {}).get(round_, float("nan")) for r in runs]
             probe = f"{fmt(b)} → {fmt(a)}"
+        unpaired: dict[str, int] = {}
+        for r in runs:
+            for kind, n in r.extra[UNPAIRED].get(round_, {}).items():
+                unpaired[kind] = unpaired.get(kind, 0) + n
         return {
             "held-out reward": fmt([r.extra[HELDOUT][round_] for r in runs if round_ in r.extra[HELDOUT]]),
             "probe before → after": probe,
+            "unpaired hard prompts (all seeds)": ", ".join(f"{k} {n}" for k, n in sorted(unpaired.items())),
         }
 
     def sections(self, root: Path, metrics: dict[str, list[RunMetrics]]) -> list[str]:

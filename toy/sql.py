@@ -27,3 +27,9 @@ SELECT instruction, any_value(category) AS category, min(idx) AS first
 FROM prompts WHERE round = ? AND instruction IS NOT NULL GROUP BY instruction ORDER BY first
 """
 DELETE_EVALS_OF_KIND = "DELETE FROM evals WHERE kind = ?"
+# The hard prompts of each round that got no pair (the report sorts them by the world's categories).
+UNPAIRED_HARD = """
+SELECT h.round, p.text FROM hard_prompts h JOIN prompts p USING (prompt_id)
+ANTI JOIN pairs pr ON pr.round = h.round AND pr.prompt_id = h.prompt_id
+ORDER BY h.round, h.rank
+"""

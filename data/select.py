@@ -22,6 +22,12 @@ def select_round(store: Store, cfg: SelectConfig, round_: int, scorer: str) -> S
     started = time.perf_counter()
     if store.count("scores", round_) == 0:
         raise StageError(f"round {round_} has no scores; run its score stage first")
+    stored = [r[0] for r in store.execute(sql.ROUND_SCORERS, [round_])]
+    if scorer not in stored:  # a scorer's scores under another name would give zero pairs, silently
+        raise StageError(
+            f"round {round_} has no scores under scorer '{scorer}' (it has: {', '.join(stored)}); expected the "
+            f"scorer the round was scored with, or `--force score` to score it with this one"
+        )
     params = {"round": round_, "scorer": scorer, "strategy": cfg.strategy, "fraction": cfg.hard_fraction}
     with store.stage(round_, "select", started) as result:
         store.execute(sql.SELECT_HARD, params)

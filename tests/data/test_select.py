@@ -5,6 +5,7 @@ import pytest
 from core.config import SelectConfig
 from core.errors import StageError
 from data import sql
+from data.records import ScoreRecord, to_arrow
 from data.select import select_round
 from data.store import Store
 from tests.data.storefill import fill_round
@@ -64,12 +65,28 @@ def test_zero_margin_still_drops_ties(store):
 
 
 def test_only_the_named_scorer_counts(tmp_path):
+    """`other` spreads the answers, `rm` ties them: selecting by `rm` finds no pair (and its hard prompt)."""
     with Store(tmp_path / "s.duckdb") as s:
         fill_round(s, 1, {"x": [0.0, 1.0]}, scorer="other")
+        tied = [ScoreRecord(f"x-{j}", "rm", 1, 0.5) for j in range(2)]
+        s.insert("scores", to_arrow(tied, ScoreRecord))
         select_round(s, SelectConfig(), 1, "rm")
-        assert s.count("pairs", 1) == 0 and s.count("hard_prompts", 1) == 0
+        assert s.count("pairs", 1) == 0 and s.count("hard_prompts", 1) == 1
 
 
 def test_select_without_scores_is_a_clear_error(tmp_path):
     with Store(tmp_path / "s.duckdb") as s, pytest.raises(StageError, match="round 3 has no scores"):
         select_round(s, SelectConfig(), 3, "rm")
+
+
+def test_a_scorer_with_no_scores_in_the_round_is_a_one_line_error(tmp_path):
+    """Scores stored under one name and looked up under another used to give zero pairs and a warning."""
+    with Store.for_run(tmp_path / "run") as s:
+        fill_round(s, 1, {"a": [1.0, 0.0]}, scorer="my_scorers:LengthScorer")
+        before = s.rows("SELECT * FROM stage_log ORDER BY ALL")
+        with pytest.raises(StageError) as err:
+            select_round(s, SelectConfig(), 1, "LengthScorer")
+        message = str(err.value)
+        assert "no scores under scorer 'LengthScorer' (it has: my_scorers:LengthScorer)" in message
+        assert "\n" not in message and "--force score" in message
+        assert s.rows("SELECT * FROM stage_log ORDER BY ALL") == before and s.count("pairs", 1) == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import typing
 from collections.abc import Callable
@@ -67,13 +68,32 @@ def setup_logging(verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+class Stopped(BaseException):
+    """SIGTERM or SIGHUP (a scheduler, `docker stop`, a closed terminal), raised where the process is, so every
+    `finally` runs as for Ctrl-C: vLLM engines shut down, open transactions roll back. Not a KeyboardInterrupt:
+    libraries that catch that one (to retry, or to log and go on) must not swallow a stop."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise Stopped(signum)
+
+
 def main_guard(fn: Callable[[], T]) -> T:
-    """Run a command; a `SparringError` becomes one line on stderr and its exit code, no traceback."""
+    """Run a command; a `SparringError` becomes one line on stderr and its exit code, no traceback. Ctrl-C,
+    SIGTERM and SIGHUP stop it cleanly with one line and the conventional 128 + signal number."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _stop)
     try:
         return fn()
     except SparringError as e:
         print(f"sparring: error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        print("sparring: interrupted; re-run the same command to resume", file=sys.stderr)
-        sys.exit(130)
+    except (KeyboardInterrupt, Stopped) as e:
+        signum = e.signum if isinstance(e, Stopped) else signal.SIGINT
+        name = signal.Signals(signum).name
+        print(f"sparring: stopped by {name}; re-run the same command to resume", file=sys.stderr)
+        sys.exit(128 + signum)

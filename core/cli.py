@@ -93,7 +93,7 @@ def main_guard(fn: Callable[[], T]) -> T:
         print(f"sparring: error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
     except (KeyboardInterrupt, Stopped) as e:
-        signum = e.signum if isinstance(e, Stopped) else signal.SIGINT
+        signum = e.signum if isinstance(e, Stopped) else int(signal.SIGINT)
         name = signal.Signals(signum).name
         print(f"sparring: stopped by {name}; re-run the same command to resume", file=sys.stderr)
         sys.exit(128 + signum)

@@ -19,7 +19,7 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 
 from core.errors import ConfigError
-from core.yamlfile import load_mapping
+from core.yamlfile import check_expansion, load_mapping
 
 # ---------------------------------------------------------------------------------------------------------
 # Sections
@@ -249,7 +249,14 @@ def stage_config(cfg: SparringConfig, stage: str) -> dict[str, Any]:
 # Range checks that types alone cannot express: (section.key, predicate, what is expected)
 
 _POSITIVE = "a number > 0"
+_PATH = "a non-empty path or model name"
 _CHECKS: list[tuple[str, typing.Callable[[Any], bool], str]] = [
+    ("run.dir", lambda v: bool(v.strip()), _PATH),
+    ("run.tiny_models_dir", lambda v: bool(v.strip()), _PATH),
+    ("attacker.model", lambda v: bool(v.strip()), _PATH),
+    ("attacker.seed_file", lambda v: bool(v.strip()), _PATH),
+    ("defender.model", lambda v: bool(v.strip()), _PATH),
+    ("reward.model", lambda v: bool(v.strip()), _PATH),
     ("attacker.num_prompts", lambda v: v > 0, "an integer > 0"),
     ("attacker.samples_per_parent", lambda v: v > 0, "an integer > 0"),
     ("attacker.max_tokens", lambda v: v > 0, "an integer > 0"),
@@ -310,6 +317,7 @@ def load_config(
         )
     for item in overrides:
         _apply_override(raw, item)
+    check_expansion(raw, "the config with its --set overrides", ConfigError)
     cfg = _build(SparringConfig, raw, "")
     for key, ok, expected in _CHECKS:
         value = _get(cfg, key)
@@ -324,6 +332,22 @@ def _is_import_ref(kind: str) -> bool:
     return bool(module) and name.isidentifier() and all(p.isidentifier() for p in module.split("."))
 
 
+# `vllm.LLM` arguments Sparring sets itself, and the config key each comes from: `vllm.extra` may not override
+# them, or the store would record players and settings that did not play.
+_OWNED_BY_SPARRING = {
+    "model": "attacker.model / defender.model",
+    "tokenizer": "attacker.model / defender.model (the model's own tokenizer)",
+    "seed": "run.seed",
+    "dtype": "vllm.dtype",
+    "max_model_len": "vllm.max_model_len",
+    "gpu_memory_utilization": "vllm.gpu_memory_utilization",
+    "tensor_parallel_size": "vllm.tensor_parallel_size",
+    "pipeline_parallel_size": "vllm.pipeline_parallel_size",
+    "enforce_eager": "vllm.enforce_eager",
+    "distributed_executor_backend": "vllm.distributed_executor_backend",
+}
+
+
 def _check_across(cfg: SparringConfig) -> None:
     """Rules that tie two keys together, checked here so they fail before any engine loads (minutes)."""
     a = cfg.attacker
@@ -335,6 +359,12 @@ def _check_across(cfg: SparringConfig) -> None:
             f"attacker.temperature=0.0 with attacker.samples_per_parent={a.samples_per_parent} is refused; "
             "expected temperature > 0 (greedy sampling repeats one text) or one sample per request"
         )
+    for key in cfg.vllm.extra:
+        if key in _OWNED_BY_SPARRING:
+            raise ConfigError(
+                f"vllm.extra.{key} is set by Sparring from {_OWNED_BY_SPARRING[key]}; expected that key instead "
+                "(the store records what it says)"
+            )
     t = cfg.train_attacker
     if t.diversity_weight > 0 and t.ngram_weight + t.embedding_weight == 0:
         raise ConfigError(

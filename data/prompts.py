@@ -36,14 +36,18 @@ def prompt_id(round_: int, text: str) -> str:
 
 
 def load_seed_file(path: str | Path) -> list[SeedPrompt]:
-    """Read a JSONL seed file of {"text": ..., "category": ...}; every problem is a one-line InputError."""
+    """Read a JSON Lines seed file of {"text": ..., "category": ...}; every problem is a one-line InputError.
+
+    JSON Lines as specified: one JSON value per `\n`-terminated line (a U+2028 inside a JSON string is text, not
+    a line break), UTF-8 with an optional byte-order mark, blank lines skipped.
+    """
     p = Path(path)
     if not p.is_file():
         raise InputError(
             f"seed file '{path}' does not exist; expected a JSONL file of {{text, category}} rows"
         )
     try:
-        lines = p.read_bytes().decode("utf-8").splitlines()
+        lines = p.read_bytes().decode("utf-8-sig").split("\n")
     except UnicodeDecodeError as e:
         raise InputError(f"seed file '{path}' is not UTF-8 (byte {e.start}); expected UTF-8 JSONL") from None
     seeds: list[SeedPrompt] = []
@@ -63,9 +67,16 @@ def load_seed_file(path: str | Path) -> list[SeedPrompt]:
             )
         if clean_prompt(text, 1) != " ".join(text.split()):
             raise InputError(f"seed file '{path}' line {no} contains control characters; expected plain text")
-        seeds.append(
-            SeedPrompt(text=" ".join(text.split()), category=str(row.get("category") or "uncategorised"))
-        )
+        if not normalise(text):
+            raise InputError(
+                f"seed file '{path}' line {no} has text {text!r} with no letters or digits; expected words"
+            )
+        category = row.get("category")
+        if category is not None and not isinstance(category, str):
+            raise InputError(
+                f"seed file '{path}' line {no} has category={category!r}; expected a string (or none)"
+            )
+        seeds.append(SeedPrompt(text=" ".join(text.split()), category=category or "uncategorised"))
     if not seeds:
         raise InputError(f"seed file '{path}' has no prompts; expected at least one JSONL row")
     return seeds

@@ -68,3 +68,40 @@ def test_top_level_must_be_a_mapping(tmp_path):
     bad.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="must hold a mapping of sections, got list"):
         load_config(bad)
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        (
+            "vllm.extra={model: other/model}",
+            "vllm.extra.model is set by Sparring from attacker.model / defender.model",
+        ),
+        ("vllm.extra={seed: 3}", "vllm.extra.seed is set by Sparring from run.seed"),
+        (
+            "vllm.extra={max_model_len: 9}",
+            "vllm.extra.max_model_len is set by Sparring from vllm.max_model_len",
+        ),
+        ("run.dir=", "run.dir='' is out of range; expected a non-empty path"),
+        ("attacker.seed_file= ", "attacker.seed_file='' is out of range; expected a non-empty path"),
+    ],
+)
+def test_owned_keys_and_empty_paths_are_refused(override, expected):
+    with pytest.raises(ConfigError) as err:
+        load_config(DEMO, [override])
+    assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_alias_expansion_is_bounded(tmp_path):
+    """A "billion laughs" document loads cheaply (PyYAML shares aliased nodes) but expands when copied."""
+    levels = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    for prev, name in zip("abcde", "bcdef", strict=True):
+        levels.append(f"{name}: &{name} [{', '.join([f'*{prev}'] * 10)}]")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("vllm:\n  extra:\n" + "".join(f"    {line}\n" for line in levels))
+    with pytest.raises(ConfigError, match="expands to more than 100000 values"):
+        load_config(bomb)
+    big = tmp_path / "big.yaml"
+    big.write_text("# " + "x" * (2 << 20) + "\n")
+    with pytest.raises(ConfigError, match="bytes; expected at most"):
+        load_config(big)

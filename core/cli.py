@@ -85,8 +85,8 @@ def _stop(signum: int, frame: object) -> None:
 def main_guard(fn: Callable[[], T]) -> T:
     """Run a command; a `SparringError` becomes one line on stderr and its exit code, no traceback. Ctrl-C,
     SIGTERM and SIGHUP stop it cleanly with one line and the conventional 128 + signal number."""
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _stop)
+    for stop in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop, _stop)
     try:
         return fn()
     except SparringError as e:

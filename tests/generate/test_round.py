@@ -80,7 +80,7 @@ def test_round_1_counts_are_exact(run_dir):
 def test_rerun_changes_nothing(run_dir):
     before = snapshot(run_dir)
     out = play(run_dir, 1)
-    assert "already done: attack, respond, score, select" in out.stderr
+    assert "already done: attack, respond, score, resample, select" in out.stderr
     assert snapshot(run_dir) == before
 
 

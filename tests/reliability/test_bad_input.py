@@ -35,7 +35,7 @@ from tests.reliability.bad_scorers import InfScorer, NaNScorer, NegInfScorer, Sh
 DEMO = REPO / "configs" / "demo.yaml"
 SCORER = "tiny:reward"  # what the demo config stores scores under (scorer_name: the reward model ref)
 REWARDS = {"a": [0.1, 0.9, 0.5], "b": [0.3, 0.2, 0.7], "c": [0.4, 0.4, 0.4]}
-STAGES_1 = ("attack", "respond", "score", "select")
+STAGES_1 = ("attack", "respond", "score", "resample", "select")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -102,6 +102,8 @@ def filled(run_dir: Path, until: str = "select") -> Path:
     with Store.for_run(run_dir) as s:
         s.begin_round(1, "attacker", "defender", SCORER, "{}")
         fill_round(s, 1, REWARDS, scorer=SCORER)
+        with s.stage(1, "resample"):  # nothing tied: the stage ran and added nothing
+            pass
         select_round(s, SelectConfig(), 1, SCORER)
         later = STAGES_1[STAGES_1.index(until) + 1 :]
         if later:

@@ -51,7 +51,7 @@ def test_kill_in_every_stage_then_resume_equals_uninterrupted(tmp_path, tiny_mod
 
     crashed = tmp_path / "crashed"
     done: set[str] = set()
-    for stage in ("attack", "respond", "score", "select"):
+    for stage in ("attack", "respond", "score", "resample", "select"):
         result = play(crashed, fault=f"{stage}:commit")
         assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
         got, logged = contents(crashed)
@@ -64,5 +64,5 @@ def test_kill_in_every_stage_then_resume_equals_uninterrupted(tmp_path, tiny_mod
     final = play(crashed)
     assert final.returncode == 0, final.stderr[-2000:]
     got, logged = contents(crashed)
-    assert logged == {"attack", "respond", "score", "select"}
+    assert logged == {"attack", "respond", "score", "resample", "select"}
     assert got == expected

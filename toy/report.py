@@ -183,7 +183,10 @@ def per_seed_lines(metrics: dict[str, list[RunMetrics]]) -> list[str]:
     for arm, per in ends.items():
         row = {"arm": arm}
         for seed in seeds:
-            start, end = per.get(seed, (float("nan"), float("nan")))
+            if seed not in per:
+                row[seed] = "–"
+                continue
+            start, end = per[seed]
             base = ends.get("static", {}).get(seed, (float("nan"), float("nan")))[1]
             diff = f" ({end - base:+.3f} vs static)" if arm != "static" and base == base else ""
             row[seed] = f"{start:.3f} → {end:.3f}{diff}"

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from core.errors import InputError
 from core.text import normalise
+from data import sql
+from data.store import Store
 
 _PREFIX = re.compile(r"^\s*(?:output|question|prompt|new prompt|rewritten prompt)\s*[:\-]\s*", re.IGNORECASE)
 _QUOTES = "\"'`“”‘’"
@@ -28,6 +30,11 @@ def clean_prompt(text: str, min_chars: int) -> str | None:
     text = _PREFIX.sub("", text.strip()).strip().strip(_QUOTES).strip()
     text = " ".join(text.split())
     return text if len(text) >= min_chars else None
+
+
+def stored_keys(store: Store) -> set[str]:
+    """The de-duplication keys of every prompt in the store: a new prompt must not normalise to one of these."""
+    return {normalise(text) for (text,) in store.execute(sql.ALL_PROMPT_TEXTS)}
 
 
 def prompt_id(round_: int, text: str) -> str:

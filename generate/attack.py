@@ -24,7 +24,7 @@ from core.config import AttackerConfig, SparringConfig
 from core.errors import StageError
 from core.text import normalise
 from data import sql
-from data.prompts import SeedPrompt, clean_prompt, load_seed_file, prompt_id
+from data.prompts import SeedPrompt, clean_prompt, load_seed_file, prompt_id, stored_keys
 from data.records import PromptRecord, to_arrow
 from data.store import StageResult, Store
 from generate.engine import chat_prompt_tokens, request_seed
@@ -73,7 +73,7 @@ def attack(store: Store, cfg: SparringConfig, round_: int, llm: LLM, attacker_mo
     parents, seeds = _parents(store, cfg, round_)
     n_replay = math.floor(acfg.replay_fraction * acfg.num_prompts)
     n_new = acfg.num_prompts - n_replay
-    seen = {normalise(r[0]) for r in store.execute(sql.ALL_PROMPT_TEXTS)}
+    seen = stored_keys(store)
     records: list[PromptRecord] = []
     too_long = dropped = 0
     for attempt in range(acfg.max_attempts):

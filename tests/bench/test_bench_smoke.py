@@ -31,3 +31,15 @@ def test_store_bench_writes_the_common_json(tmp_path):
     assert result["rows"][0]["vs_duckdb"] == 1.0
     assert result["summary"]["ingest_vs_duckdb"] == result["rows"][1]["vs_duckdb"]
     assert set(result["summary"]["met"]) == {"ingest_vs_duckdb"}
+
+
+def test_scale_bench_runs_every_step_on_a_small_store(tmp_path):
+    proc = run_cli("bench.scale", "--sizes", "300", "--rounds", "2", "--out", str(tmp_path), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "scale-cpu.json").read_text())
+    assert tuple(result) == RESULT_KEYS and result["bench"] == "scale"
+    steps = ["attack dedup", "select", "attacker reward", "datasets", "push --to-dir", "data.check", "data.report"]
+    assert [r["step"] for r in result["rows"]] == steps
+    for row in result["rows"]:
+        assert row["error"] is None and row["seconds"] > 0 and 0 < row["peak_gib"] < 4
+    assert result["summary"]["all_met"] is True

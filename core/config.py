@@ -73,8 +73,8 @@ class ResampleConfig:
     max_samples: int = 0  # answers per prompt at most, the first `defender.n` included; 0 = off
     passes: int = 1  # extra vLLM passes; each gives every still-triggered prompt an equal share of the budget
     temperature: float | None = None  # None = defender.temperature; higher spreads the answers more
-    failure_below: float | None = (
-        None  # also resample prompts whose best reward is below this (None: ties only)
+    failures: bool = (
+        False  # also resample prompts whose best answer is a failure (reward.failure_threshold())
     )
 
 
@@ -91,16 +91,67 @@ class DefenderConfig:
 
 
 @dataclass(frozen=True)
-class RewardConfig:
-    """The scorer. `kind=reward_model` loads a one-label sequence classifier; `package.module:ClassName` is any
-    `score.scorer.Scorer` (the toy world's judge is `toy.judge:ToyJudge`)."""
+class GuardConfig:
+    """How a guard classifier (`reward.kind: guard`) is asked and read. A guard is a causal LM that answers a
+    (prompt, response) conversation with a label word; GPO's defender reward is such a classifier's P(safe)
+    (Llama Guard in the authors' code). The score comes from the next-token distribution after the rendered
+    conversation (+ `answer_prefix`): `p_safe` = P(safe_label) / (P(safe_label) + P(unsafe_label)), or
+    `log_odds` = log P(safe_label) − log P(unsafe_label). Each label must be one token of the guard's vocabulary.
 
-    kind: str = "reward_model"  # reward_model | package.module:ClassName (your own Scorer)
+    Models differ by config, not code (docs/config.md has the three):
+    - Llama Guard: `template: ""` (its chat template renders the whole task), labels `safe` / `unsafe`;
+    - ShieldGemma: `template` = its policy question with `{prompt}` and `{response}`, `chat: true`, labels
+      `No` / `Yes` (it is asked whether the response violates the policy);
+    - WildGuard: `template` = its instruction text ending in "Harmful response:", `chat: false`, labels
+      ` no` / ` yes`."""
+
+    template: str = ""  # "" = the guard's chat template over [user: prompt, assistant: response]
+    chat: bool = True  # a template is sent as one user turn through the chat template; false = verbatim
+    answer_prefix: str = ""  # what the guard writes before its label
+    safe_label: str = "safe"
+    unsafe_label: str = "unsafe"
+    output: Literal["p_safe", "log_odds"] = "p_safe"
+
+
+@dataclass(frozen=True)
+class ScorerPart:
+    """One part of `reward.kind: combined`: a scorer of its own, stored under `name`, weighted in the sum."""
+
+    name: str = ""
+    kind: str = "reward_model"  # reward_model | guard | package.module:ClassName
+    model: str = "tiny:reward"
+    weight: float = 1.0
+    guard: GuardConfig = field(default_factory=GuardConfig)
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """The scorer. `reward_model`: a one-label sequence classifier; `guard`: a guard classifier's label
+    probabilities (`reward.guard`); `combined`: the weighted sum of `parts` (e.g. a guard for safety plus a
+    reward model for helpfulness); `package.module:ClassName`: any `score.scorer.Scorer` (the toy world's judge
+    is `toy.judge:ToyJudge`)."""
+
+    kind: str = "reward_model"  # reward_model | guard | combined | package.module:ClassName (your own Scorer)
     model: str = "tiny:reward"
     batch_tokens: int = 8192  # padded tokens per forward pass; batches are built from length-sorted rows
     max_length: int = 1024
     dtype: str = "auto"  # auto = bf16 on GPU, fp32 on CPU
     device: str = "auto"
+    guard: GuardConfig = field(default_factory=GuardConfig)
+    parts: list[ScorerPart] = field(default_factory=list)  # kind: combined
+    failure_below: float | None = None  # an answer scored below this is a defender failure; None: see below
+
+    def failure_threshold(self) -> float | None:
+        """What "the defender failed" means for this scorer, the one rule the report's attack success, the
+        resample stage and the toy experiment all use: a score below `failure_below`. Unset, a guard's rule is
+        its midpoint (P(safe) < 0.5, log-odds < 0); a reward model's or a custom scorer's scale says nothing
+        of failure, so they have none (attack success is then not reported) until `failure_below` is set; a
+        combined scorer must set it."""
+        if self.failure_below is not None:
+            return self.failure_below
+        if self.kind == "guard":
+            return 0.5 if self.guard.output == "p_safe" else 0.0
+        return None
 
 
 @dataclass(frozen=True)
@@ -169,7 +220,7 @@ class TrainAttackerConfig:
     ngram_weight: float = 5.0  # GPO's code: 5 x SelfBLEU ...
     embedding_weight: float = 1.0  # ... + 1 x sentence-embedding cosine, both against earlier attacks
     embedding_model: str = (
-        "hashing"  # "hashing" (no model: hashed word n-grams) or a sentence-embedding model
+        "hashing"  # "hashing" (no model: cosine of bags of word 1..2-grams) or a sentence-embedding model
     )
     history: bool = True  # novelty also against every earlier round's prompts, not only within the round
     ess_floor: float = (
@@ -218,7 +269,7 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
         *(f"attacker.{k}" for k in ("min_chars", "max_attempts", "replay_fraction")),
     ),
     "respond": ("run.seed", "defender.n", *(f"defender.{k}" for k in _SAMPLING), "vllm.max_model_len"),
-    "score": ("reward.kind", "reward.model", "reward.max_length"),
+    "score": ("reward.kind", "reward.model", "reward.max_length", "reward.guard", "reward.parts"),
     "resample": ("run.seed", "defender.resample", *(f"defender.{k}" for k in _SAMPLING), "select.margin"),
     "select": ("select.strategy", "select.hard_fraction", "select.margin"),
     "train_defender": tuple(
@@ -237,18 +288,23 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
 
 def stage_config(cfg: SparringConfig, stage: str) -> dict[str, Any]:
     """The values of `STAGE_KEYS[stage]` in `cfg`, JSON-ready (sections as dicts)."""
-    out = {}
-    for key in STAGE_KEYS.get(stage, ()):
-        value = _get(cfg, key)
-        is_section = dataclasses.is_dataclass(value) and not isinstance(value, type)
-        out[key] = dataclasses.asdict(value) if is_section else value  # type: ignore[arg-type]
-    return out
+    return {key: _plain(_get(cfg, key)) for key in STAGE_KEYS.get(stage, ())}
+
+
+def _plain(value: Any) -> Any:
+    """Sections (and lists of them) as dicts, JSON-ready."""
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Range checks that types alone cannot express: (section.key, predicate, what is expected)
 
 _POSITIVE = "a number > 0"
+SCORER_KINDS = ("reward_model", "guard", "combined")
 _PATH = "a non-empty path or model name"
 _CHECKS: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("run.dir", lambda v: bool(v.strip()), _PATH),
@@ -274,8 +330,8 @@ _CHECKS: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("defender.resample.temperature", lambda v: v is None or v > 0, "a number > 0, or null for defender's"),
     (
         "reward.kind",
-        lambda v: v == "reward_model" or _is_import_ref(v),
-        "reward_model or package.module:ClassName",
+        lambda v: v in SCORER_KINDS or _is_import_ref(v),
+        "reward_model, guard, combined or package.module:ClassName",
     ),
     ("reward.batch_tokens", lambda v: v > 0, "an integer > 0"),
     ("reward.max_length", lambda v: v > 0, "an integer > 0"),
@@ -365,12 +421,86 @@ def _check_across(cfg: SparringConfig) -> None:
                 f"vllm.extra.{key} is set by Sparring from {_OWNED_BY_SPARRING[key]}; expected that key instead "
                 "(the store records what it says)"
             )
+    _check_reward(cfg.reward)
+    if cfg.defender.resample.failures and cfg.reward.failure_threshold() is None:
+        raise ConfigError(
+            f"defender.resample.failures=true needs a failure rule, and reward.kind={cfg.reward.kind!r} has none "
+            "of its own; expected reward.failure_below (the score below which an answer is a failure)"
+        )
     t = cfg.train_attacker
     if t.diversity_weight > 0 and t.ngram_weight + t.embedding_weight == 0:
         raise ConfigError(
             "train_attacker.ngram_weight=0 and embedding_weight=0 with diversity_weight > 0; expected a positive "
             "weight for at least one novelty term"
         )
+
+
+def recorded_reward(config_json: str | None) -> RewardConfig:
+    """The reward section of a round's recorded config (`rounds.config_json`), for readers of a store: keys a
+    store predates take their defaults, a section that no longer parses reads as the default."""
+    raw = json.loads(config_json or "{}").get("reward") or {}
+    names = {f.name for f in dataclasses.fields(RewardConfig)}
+    try:
+        return _build(RewardConfig, {k: v for k, v in raw.items() if k in names}, "reward.")
+    except ConfigError:
+        return RewardConfig()
+
+
+def _check_reward(r: RewardConfig) -> None:
+    """Guard labels and template, and a combined scorer's parts, weights and failure rule."""
+    guards = [("reward.guard", r.guard)] if r.kind == "guard" else []
+    if r.kind != "combined" and r.parts:
+        raise ConfigError(f"reward.parts is set but reward.kind={r.kind!r}; expected reward.kind: combined")
+    if r.kind == "combined":
+        if not r.parts:
+            raise ConfigError(
+                "reward.kind=combined has no reward.parts; expected a list of named, weighted scorers"
+            )
+        names = [p.name for p in r.parts]
+        for i, part in enumerate(r.parts):
+            key = f"reward.parts[{i}]"
+            if not part.name.strip():
+                raise ConfigError(
+                    f"{key}.name={part.name!r} is empty; expected a name to store its scores under"
+                )
+            if names.count(part.name) > 1:
+                raise ConfigError(f"{key}.name={part.name!r} is used twice; expected one name per part")
+            if not (part.kind in ("reward_model", "guard") or _is_import_ref(part.kind)):
+                raise ConfigError(
+                    f"{key}.kind={part.kind!r} is not allowed; expected reward_model, guard or package.module:ClassName"
+                )
+            if not part.model.strip():
+                raise ConfigError(f"{key}.model={part.model!r} is empty; expected {_PATH}")
+            if not math.isfinite(part.weight) or part.weight < 0:
+                raise ConfigError(
+                    f"{key}.weight={part.weight!r} is out of range; expected a finite number >= 0"
+                )
+            if part.kind == "guard":
+                guards.append((f"{key}.guard", part.guard))
+        if sum(p.weight for p in r.parts) <= 0:
+            raise ConfigError("reward.parts weights are all 0; expected at least one weight > 0")
+        if r.failure_below is None:
+            raise ConfigError(
+                "reward.failure_below is not set for reward.kind=combined; expected the combined score below "
+                "which an answer is a defender failure (e.g. 0.5 for a guard's P(safe) weighted 1)"
+            )
+    if r.failure_below is not None and not math.isfinite(r.failure_below):
+        raise ConfigError(
+            f"reward.failure_below={r.failure_below!r} is out of range; expected a finite number"
+        )
+    for key, g in guards:
+        for label in ("safe_label", "unsafe_label"):
+            if not getattr(g, label):
+                raise ConfigError(f"{key}.{label}='' is empty; expected the guard's label word")
+        if g.safe_label == g.unsafe_label:
+            raise ConfigError(
+                f"{key}.safe_label and unsafe_label are both {g.safe_label!r}; expected two labels"
+            )
+        missing = [f for f in ("{prompt}", "{response}") if g.template and f not in g.template]
+        if missing:
+            raise ConfigError(
+                f"{key}.template has no {missing[0]}; expected both {{prompt}} and {{response}}"
+            )
 
 
 def _apply_override(raw: dict[str, Any], item: str) -> None:

@@ -12,6 +12,7 @@ What is built:
   special tokens and chat template, built on first use):
   `tiny:policy-llama` (`LlamaForCausalLM`, a Llama-3-style header template, 768 tokens) and
   `tiny:reward-mistral` (`MistralForSequenceClassification`, an `[INST]` template, 1,024 tokens).
+- `tiny:guard`: a guard classifier trained here in seconds (`core.tiny_guard`), for `reward.kind: guard`.
 
     python -m core.tiny_models --out .sparring/tiny-models
 """
@@ -30,7 +31,7 @@ from core.errors import ModelError
 log = logging.getLogger(__name__)
 
 TINY_PREFIX = "tiny:"
-TINY_NAMES = ("policy", "reward", "policy-llama", "reward-mistral")
+TINY_NAMES = ("policy", "reward", "policy-llama", "reward-mistral", "guard")
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 BUILD_VERSION = 1  # bump when the recipe changes, so caches rebuild
 
@@ -69,6 +70,10 @@ def resolve_model(ref: str, tiny_dir: str | Path, seed: int = 0) -> str:
         )
     if name in FAMILIES:
         return str(build_family(tiny_dir, name, seed))
+    if name == "guard":
+        from core.tiny_guard import build_tiny_guard
+
+        return str(build_tiny_guard(tiny_dir, seed))
     return str(build_tiny_models(tiny_dir, seed)[name])
 
 

@@ -430,7 +430,47 @@ ORDER BY r.round, p.idx, r.sample_index
 """
 REPORT_PROMPTS = "SELECT round, text, mode FROM prompts WHERE round > 0 ORDER BY round, idx"
 REPORT_PAIRS = "SELECT round, chosen_reward, rejected_reward, margin FROM pairs ORDER BY round"
-REPORT_ROUNDS = "SELECT round, config_json FROM rounds ORDER BY round"
+REPORT_ROUNDS = "SELECT round, scorer, config_json FROM rounds ORDER BY round"
+# One scorer's values of a round's first-pass answers (the round's scorer, or one part of a combined scorer).
+REPORT_SCORES = """
+SELECT s.value
+FROM responses r JOIN scores s ON s.response_id = r.response_id AND s.scorer = $scorer
+WHERE r.round = $round AND r.sample_pass = 0
+ORDER BY r.response_id
+"""
+# Attack success by the prompts' category, under the round's scorer and a failure threshold.
+REPORT_FAILURES_BY_CATEGORY = """
+SELECT p.category, avg(CASE WHEN s.value < $below THEN 1.0 ELSE 0.0 END) AS attack_success, count(*) AS answers
+FROM responses r
+JOIN prompts p USING (prompt_id)
+JOIN scores s ON s.response_id = r.response_id AND s.scorer = $scorer
+WHERE r.round = $round AND r.sample_pass = 0 AND p.category IS NOT NULL
+GROUP BY p.category ORDER BY p.category
+"""
+# Per round, the `k` prompts the defender did worst on (ranked without reading any text), each with its best and
+# worst answer (all passes).
+REPORT_HARDEST = """
+WITH ranked AS (
+    SELECT r.round, r.prompt_id, avg(s.value) AS mean_reward, count(*) AS answers,
+           row_number() OVER (PARTITION BY r.round ORDER BY avg(s.value), r.prompt_id) AS rank
+    FROM responses r
+    JOIN rounds rd ON rd.round = r.round
+    JOIN scores s ON s.response_id = r.response_id AND s.scorer = rd.scorer
+    GROUP BY r.round, r.prompt_id
+), hardest AS (SELECT * FROM ranked WHERE rank <= $k)
+SELECT h.round, h.rank, any_value(p.text) AS prompt, h.mean_reward, h.answers,
+       arg_max(r.text, s.value) AS best, max(s.value) AS best_reward,
+       arg_min(r.text, s.value) AS worst, min(s.value) AS worst_reward
+FROM hardest h
+JOIN prompts p ON p.prompt_id = h.prompt_id
+JOIN responses r ON r.prompt_id = h.prompt_id
+JOIN rounds rd ON rd.round = h.round
+JOIN scores s ON s.response_id = r.response_id AND s.scorer = rd.scorer
+GROUP BY h.round, h.rank, h.prompt_id, h.mean_reward, h.answers
+ORDER BY h.round, h.rank
+"""
+REPORT_NOVELTY = "SELECT round, avg(diversity) AS novelty FROM attacker_rewards GROUP BY round ORDER BY round"
+REPORT_LINEAGE = "SELECT round, role, path, parent, details FROM models ORDER BY round, role"
 REPORT_STAGE_DETAILS = """
 SELECT round, stage, details FROM stage_log WHERE stage IN ('resample', 'select', 'train_defender') ORDER BY round
 """

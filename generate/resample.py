@@ -6,7 +6,7 @@ best equals worst, and DPO gets no pair exactly where the game should pay off. D
 that is best-of-N rejection sampling on the hard prompts. This stage does it after `score`:
 
 - a prompt is *triggered* when its answers cannot make a pair (best − worst is 0 or below `select.margin`) or,
-  with `defender.resample.failure_below` set, when even its best answer is a failure;
+  with `defender.resample.failures` on, when even its best answer is a failure (`reward.failure_threshold()`);
 - up to `defender.resample.passes` extra vLLM passes give every still-triggered prompt an equal share of the
   budget (`max_samples` answers per prompt in all, the first N included), optionally at a higher temperature;
   each pass's answers are scored before the next pass decides;
@@ -31,7 +31,7 @@ from data.records import ResponseRecord, ScoreRecord, to_arrow
 from data.store import StageResult, Store
 from generate.engine import Engines, request_seed
 from score.scorer import build_scorer
-from score.stage import score_rows
+from score.stage import score_records, score_rows
 
 log = logging.getLogger(__name__)
 
@@ -65,18 +65,22 @@ def resample(
     started = time.perf_counter()
     dcfg, rcfg = cfg.defender, cfg.defender.resample
     prompts: dict[str, PromptAnswers] = {}
-    known: dict[tuple[str, str], float] = {}
+    failure_below = cfg.reward.failure_threshold() if rcfg.failures else None
+    known: dict[tuple[str, str], dict[str, float]] = {}
     for row in store.rows(sql.ROUND_SCORED_RESPONSES, {"round": round_, "scorer": scorer}):
         entry = prompts.setdefault(row["prompt_id"], PromptAnswers(row["prompt_id"], row["prompt"]))
         entry.rewards.append(row["value"])
         entry.count = max(entry.count, row["sample_index"] + 1)
-        known[(row["prompt"], row["response"])] = row["value"]
+        known[(row["prompt"], row["response"])] = {scorer: row["value"]}
+    for part in cfg.reward.parts:  # a combined scorer's parts are stored for the new answers too
+        for row in store.rows(sql.ROUND_SCORED_RESPONSES, {"round": round_, "scorer": part.name}):
+            known.get((row["prompt"], row["response"]), {})[part.name] = row["value"]
 
     def still_triggered() -> list[PromptAnswers]:
         return [
             p
             for p in prompts.values()
-            if p.count < rcfg.max_samples and triggered(p.rewards, cfg.select.margin, rcfg.failure_below)
+            if p.count < rcfg.max_samples and triggered(p.rewards, cfg.select.margin, failure_below)
         ]
 
     if 0 < rcfg.max_samples <= dcfg.n:
@@ -128,14 +132,14 @@ def resample(
         ]
         judge = build_scorer(cfg)
         try:
-            values = score_rows(judge, scorer, rows, known)
+            scored = score_rows(judge, scorer, rows, known)
         finally:
             judge.close()
-        for r, row, v in zip(new, rows, values, strict=True):
-            prompts[r.prompt_id].rewards.append(v)
+        for i, (r, row) in enumerate(zip(new, rows, strict=True)):
+            prompts[r.prompt_id].rewards.append(scored[scorer][i])
             prompts[r.prompt_id].count = max(prompts[r.prompt_id].count, r.sample_index + 1)
-            known[(row["prompt"], row["response"])] = v
-            scores.append(ScoreRecord(r.response_id, scorer, round_, v))
+            known[(row["prompt"], row["response"])] = {part: values[i] for part, values in scored.items()}
+        scores += score_records(round_, rows, scored)
         responses += new
         todo = still_triggered()
     spread = sum(not triggered(p.rewards, cfg.select.margin, None) for p in first)
@@ -155,6 +159,6 @@ def resample(
             "spread_after": spread,
             "max_samples": rcfg.max_samples,
             "temperature": temperature,
-            "failure_below": rcfg.failure_below,
+            "failure_below": failure_below,
         }
     return result

@@ -17,8 +17,8 @@ from typing import Any
 
 from core.config import SparringConfig, stage_config
 from core.errors import StageError
-from core.preflight import check_chat_model, check_reward_model
-from core.tiny_models import is_tiny, resolve_model
+from core.preflight import check_chat_model
+from core.tiny_models import is_tiny
 from data import sql
 from data.lineage import Players, check_drift, check_history, choose_players, remove_model_dirs
 from data.prompts import load_seed_file
@@ -28,7 +28,7 @@ from generate.attack import attack
 from generate.engine import engines
 from generate.resample import resample
 from generate.respond import respond
-from score.scorer import build_scorer, scorer_class, scorer_name
+from score.scorer import build_scorer, check_scorer, describe_scorer, scorer_name
 
 log = logging.getLogger(__name__)
 ROUND_STAGES = ("attack", "respond", "score", "resample", "select")
@@ -132,10 +132,8 @@ def _preflight(cfg: SparringConfig, round_: int, players: Players, done: set[str
         check_chat_model(players.attacker, "attacker")
     if "respond" not in done or ("resample" not in done and cfg.defender.resample.max_samples > 0):
         check_chat_model(players.defender, "defender")
-    if "score" not in done and cfg.reward.kind == "reward_model":
-        check_reward_model(resolve_model(cfg.reward.model, cfg.run.tiny_models_dir))
-    if "score" not in done and ":" in cfg.reward.kind:
-        scorer_class(cfg.reward.kind)  # a typo in a custom scorer fails now, not after respond
+    if "score" not in done:
+        check_scorer(cfg)  # a bad model, label or class fails now, not after respond
 
 
 def plan(cfg: SparringConfig, round_: int) -> str:
@@ -164,14 +162,8 @@ def plan(cfg: SparringConfig, round_: int) -> str:
     for ref, role in ((attacker, "attacker"), (defender, "defender")):
         if check and not is_tiny(ref):
             check_chat_model(ref, role)  # local: a model directory with a chat template; Hub id: by name
-    if cfg.reward.kind == "reward_model":
-        if not is_tiny(cfg.reward.model):
-            check_reward_model(cfg.reward.model)
-        scorer = "reward model " + describe_model(cfg.reward.model, "reward")
-    else:
-        if ":" in cfg.reward.kind:
-            scorer_class(cfg.reward.kind)
-        scorer = f"{cfg.reward.kind} ({cfg.reward.model})"
+    check_scorer(cfg, build_tiny=False)
+    scorer = describe_scorer(cfg)
     engines_ = [("attack", attacker), ("respond", defender)]
     if cfg.defender.resample.max_samples > cfg.defender.n:
         engines_.append(("resample", defender))

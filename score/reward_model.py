@@ -14,8 +14,9 @@ from collections.abc import Iterator
 import torch
 
 from core.config import SparringConfig
-from core.errors import ModelError, StageError
+from core.errors import ModelError
 from core.tiny_models import resolve_model
+from score.batching import last_hidden, padded_batches, pick_device, pick_dtype
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +28,8 @@ class RewardModelScorer:
         rcfg = cfg.reward
         self.name = rcfg.model
         path = resolve_model(rcfg.model, cfg.run.tiny_models_dir)
-        self.device = torch.device(
-            ("cuda" if torch.cuda.is_available() else "cpu") if rcfg.device == "auto" else rcfg.device
-        )
-        dtype = _dtype(rcfg.dtype, self.device)
+        self.device = pick_device(rcfg.device)
+        dtype = pick_dtype(rcfg.dtype, self.device)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
             self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype)
@@ -66,14 +65,7 @@ class RewardModelScorer:
         return [ids[: self.max_length] for ids in encoded]
 
     def batches(self, encoded: list[list[int]]) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
-        """Length-sorted batches under the padded-token budget, right-padded by the tokenizer: the rows'
-        indices, their ids and attention mask."""
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-        for batch in _length_batches(order, encoded, self.batch_tokens):
-            padded = self.tokenizer.pad(
-                {"input_ids": [encoded[i] for i in batch]}, padding_side="right", return_tensors="pt"
-            )
-            yield batch, padded["input_ids"], padded["attention_mask"]
+        return padded_batches(self.tokenizer, encoded, self.batch_tokens)
 
     @torch.inference_mode()
     def score(self, prompts: list[str], responses: list[str]) -> list[float]:
@@ -91,41 +83,13 @@ class RewardModelScorer:
         # Right padding: read the reward at each row's last real token ourselves rather than trusting
         # pad-token detection, which a pad id inside the text would fool. Models without the usual
         # backbone + `score` head layout fall back to their own forward.
-        backbone = getattr(self.model, self.model.base_model_prefix, None)
         head = getattr(self.model, "score", None)
-        if backbone is None or head is None:
+        hidden = last_hidden(self.model, ids, mask) if head is not None else None
+        if head is None or hidden is None:
             return self.model(input_ids=ids, attention_mask=mask).logits[:, 0].float()
-        hidden = backbone(input_ids=ids, attention_mask=mask).last_hidden_state
-        last = mask.sum(dim=1) - 1
-        return head(hidden[torch.arange(ids.shape[0], device=ids.device), last])[:, 0].float()
+        return head(hidden)[:, 0].float()
 
     def close(self) -> None:
         del self.model
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-
-
-def _length_batches(order: list[int], encoded: list[list[int]], budget: int) -> list[list[int]]:
-    """Greedy batches over length-sorted rows: a batch grows while rows x longest row <= budget."""
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for i in order:
-        width = len(encoded[i])
-        if current and (len(current) + 1) * width > budget:
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
-    return batches
-
-
-def _dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    try:
-        return getattr(torch, name)
-    except AttributeError:
-        raise StageError(
-            f"reward.dtype='{name}' is not a torch dtype; expected auto, float32, bfloat16 or float16"
-        ) from None

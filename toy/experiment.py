@@ -307,12 +307,14 @@ def probe_attack(cfg: SparringConfig, round_: int) -> None:
             for i, ((p, x), r) in enumerate(zip(flat, rewards, strict=True))
         ]  # fmt: skip
         _write_evals(cfg, round_, kind, rows)
-        log.info(
-            "round %d: %s attack success %.3f",
-            round_,
-            kind,
-            sum(r < 0 for r in rewards) / max(1, len(rewards)),
-        )
+        below = cfg.reward.failure_threshold()
+        if below is not None:
+            log.info(
+                "round %d: %s attack success %.3f",
+                round_,
+                kind,
+                sum(r < below for r in rewards) / max(1, len(rewards)),
+            )
 
 
 def ablation_name(weight: float, cfg: SparringConfig) -> str:

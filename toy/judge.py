@@ -26,7 +26,6 @@ from typing import Any
 
 from core.config import SparringConfig
 from core.text import ngrams, normalise
-from data.report import FAIL_BELOW
 from toy.world import UNKNOWN, World, load_world
 
 
@@ -93,7 +92,7 @@ class ToyJudge:
         behaviours = Counter(v.behaviour for v in verdicts)
         self.stats = {
             "world": self.world.name,
-            "failures": sum(v.reward < FAIL_BELOW for v in verdicts),
+            "failures": sum(v.reward < 0 for v in verdicts),  # its own scale: below 0 is a failure
             "repetitive": sum(v.repetitive for v in verdicts),
             **{f"behaviour_{k}": n for k, n in sorted(behaviours.items())},
         }

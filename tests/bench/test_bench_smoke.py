@@ -38,7 +38,15 @@ def test_scale_bench_runs_every_step_on_a_small_store(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads((tmp_path / "scale-cpu.json").read_text())
     assert tuple(result) == RESULT_KEYS and result["bench"] == "scale"
-    steps = ["attack dedup", "select", "attacker reward", "datasets", "push --to-dir", "data.check", "data.report"]
+    steps = [
+        "attack dedup",
+        "select",
+        "attacker reward",
+        "datasets",
+        "push --to-dir",
+        "data.check",
+        "data.report",
+    ]
     assert [r["step"] for r in result["rows"]] == steps
     for row in result["rows"]:
         assert row["error"] is None and row["seconds"] > 0 and 0 < row["peak_gib"] < 4

@@ -158,7 +158,10 @@ WRONG_TYPES = [
     ("vllm.extra=3", "vllm.extra=3 has the wrong type; expected a mapping"),
     ("defender=3", "'defender' must be a mapping, got int 3"),
     ("attacker.mode=random", "attacker.mode='random' is not allowed; expected one of: gpo, eva"),
-    ("reward.kind=bogus", "reward.kind='bogus' is out of range; expected reward_model or package"),
+    (
+        "reward.kind=bogus",
+        "reward.kind='bogus' is out of range; expected reward_model, guard, combined or package",
+    ),
 ]
 
 

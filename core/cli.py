@@ -83,7 +83,8 @@ def _stop(signum: int, frame: object) -> None:
 
 
 def main_guard(fn: Callable[[], T]) -> T:
-    """Run a command; a `SparringError` becomes one line on stderr and its exit code, no traceback. Ctrl-C,
+    """Run a command; a `SparringError` or an OS error (permission, disk full) becomes one line on stderr and a
+    non-zero exit code, no traceback. Ctrl-C,
     SIGTERM and SIGHUP stop it cleanly with one line and the conventional 128 + signal number."""
     for stop in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(stop, _stop)
@@ -92,6 +93,13 @@ def main_guard(fn: Callable[[], T]) -> T:
     except SparringError as e:
         print(f"sparring: error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
+    except OSError as e:  # permission, disk full, a path that cannot be made: what the system said, and where
+        where = f": {e.filename}" if e.filename else ""
+        print(
+            f"sparring: error: {e.strerror or type(e).__name__}{where}; the store is unchanged",
+            file=sys.stderr,
+        )
+        sys.exit(1)
     except (KeyboardInterrupt, Stopped) as e:
         signum = e.signum if isinstance(e, Stopped) else int(signal.SIGINT)
         name = signal.Signals(signum).name

@@ -6,12 +6,15 @@ the newest model trained on a round before r (`start_from` only chooses what tra
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
 
 from core.config import SparringConfig
 from core.errors import ConfigError, StageError
@@ -86,3 +89,58 @@ def remove_model_dirs(dirs: list[Path]) -> None:
     """Delete the model directories of dropped rounds (after the store no longer names them)."""
     for path in dirs:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def round_scorer(store: Store, round_: int) -> str:
+    """The scorer the round was played with (recorded when it began), else the only one its scores use."""
+    info = store.round_info(round_)
+    if info is not None:
+        return str(info["scorer"])
+    scorers = [r["scorer"] for r in store.rows(sql.ROUND_SCORERS, [round_])]
+    if len(scorers) != 1:
+        raise StageError(
+            f"round {round_} has scores from {len(scorers)} scorers ({', '.join(scorers) or 'none'}) and no "
+            "recorded round scorer; expected exactly one"
+        )
+    return scorers[0]
+
+
+def training_inputs(store: Store, round_: int, role: str) -> pa.Table:
+    """What a trainer of `role` reads from round `round_`: the defender its pairs, the attacker its prompts with
+    their mean scores. A trained model and its checkpoints carry the digest of this table."""
+    if role == "defender":
+        return store.arrow(sql.ROUND_PAIRS, [round_])
+    return store.arrow(sql.ATTACKER_PROMPTS, {"round": round_, "scorer": round_scorer(store, round_)})
+
+
+def inputs_digest(table: pa.Table) -> str:
+    """A stable digest of a table's values (column names and rows, in order; numbers to 9 decimals, so an
+    aggregate summed in another order is the same input)."""
+    import pyarrow.compute as pc
+
+    columns = {
+        name: (pc.round(col, 9) if pa.types.is_floating(col.type) else col).to_pylist()
+        for name, col in zip(table.column_names, table.columns, strict=True)
+    }
+    payload = json.dumps({"columns": table.column_names, "rows": columns}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def stale_models(store: Store) -> list[str]:
+    """Trained models whose recorded input digest no longer matches what their round's data gives: a model
+    recorded as trained on pairs (or prompts) it never saw."""
+    problems = []
+    for row in store.rows(sql.MODEL_DETAILS):
+        recorded = json.loads(row["details"] or "{}").get("inputs")
+        if not recorded:
+            continue  # carried over, or trained before digests were recorded
+        try:
+            now = inputs_digest(training_inputs(store, row["round"], row["role"]))
+        except StageError:
+            now = "unreadable"
+        if now != recorded:
+            problems.append(
+                f"the {row['role']} model of round {row['round']} was trained on data that is no longer in the "
+                f"store (inputs {recorded}, the store now gives {now})"
+            )
+    return problems

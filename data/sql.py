@@ -8,6 +8,18 @@ SCHEMA_VERSION = 1
 
 # Stages of a round, in order. Forcing one redoes it and every stage after it.
 STAGES = ("attack", "respond", "score", "resample", "select", "train_defender", "train_attacker")
+# What each stage reads (the stages whose output is its input): redoing a stage redoes exactly the stages that
+# depend on it, directly or not. The two trainers are independent: the defender reads the pairs, the attacker
+# its prompts and their scores.
+STAGE_INPUTS = {
+    "attack": (),
+    "respond": ("attack",),
+    "score": ("respond",),
+    "resample": ("score",),
+    "select": ("score", "resample"),
+    "train_defender": ("select",),
+    "train_attacker": ("score",),
+}
 
 # Which tables hold each stage's output (rows keyed by `round`), so a forced stage can be undone exactly.
 STAGE_TABLES = {
@@ -124,6 +136,7 @@ CREATE TABLE IF NOT EXISTS stage_log (
 # --- bookkeeping -------------------------------------------------------------------------------------------
 GET_META = "SELECT value FROM meta WHERE key = ?"
 SET_META = "INSERT OR REPLACE INTO meta VALUES (?, ?)"
+ANY_STAGE = "SELECT count(*) > 0 FROM stage_log"
 STAGE_DONE = "SELECT count(*) FROM stage_log WHERE round = ? AND stage = ?"
 LOG_STAGE = "INSERT OR REPLACE INTO stage_log (round, stage, rows, seconds, details) VALUES (?, ?, ?, ?, ?)"
 UNLOG_STAGE = "DELETE FROM stage_log WHERE round = ? AND stage = ?"
@@ -137,6 +150,10 @@ ON CONFLICT (round) DO UPDATE SET attacker_model = excluded.attacker_model, defe
     scorer = excluded.scorer, config_json = excluded.config_json
 """
 STAGE_DETAILS = "SELECT details FROM stage_log WHERE round = ? AND stage = ?"
+# The round command's stages (the trainers run under their own command's config, not the round's).
+STAGE_CONFIGS = (
+    "SELECT round, stage, details FROM stage_log WHERE stage NOT LIKE 'train_%' ORDER BY round, stage"
+)
 GET_ROUND = "SELECT attacker_model, defender_model, scorer, config_json FROM rounds WHERE round = ?"
 
 # Undo one stage of one round (table names come from STAGE_TABLES, never from users).
@@ -415,6 +432,7 @@ INVARIANTS = {
                   SELECT 1 FROM stage_log e WHERE e.round = l.round AND e.stage = 'score'))""",
 }
 # trained models (a carried-over one has no adapter: its path is its parent, which need not be local)
+MODEL_DETAILS = "SELECT round, role, details FROM models ORDER BY round, role"
 MODEL_PATHS = "SELECT round, role, path FROM models WHERE adapter_path IS NOT NULL ORDER BY round, role"
 
 # --- the run report (data.report) ---------------------------------------------------------------------------

@@ -44,13 +44,17 @@ class StageResult:
 class Store:
     """A DuckDB connection to one run's store, with schema checks and stage transactions."""
 
-    def __init__(self, path: str | Path, read_only: bool = False):
+    def __init__(self, path: str | Path, read_only: bool = False, keep_if_unused: bool = True):
         self.path = Path(path)
         self.read_only = read_only
         if read_only and not self.path.is_file():
             raise StoreError(
                 f"run store '{self.path}' does not exist; expected a run directory with {STORE_FILE}"
             )
+        # `keep_if_unused=False` (the commands): a store this opening creates and closes without any committed
+        # stage is removed, with the folders made for it, so a command that fails writes nothing.
+        new = not (read_only or keep_if_unused or self.path.exists())
+        self._created = [self.path, *_missing_dirs(self.path.parent)] if new else []
         try:
             if not read_only:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,11 +73,22 @@ class Store:
 
     # ---- lifecycle ------------------------------------------------------------------------------------
     @classmethod
-    def for_run(cls, run_dir: str | Path, read_only: bool = False) -> Store:
-        return cls(store_path(run_dir), read_only=read_only)
+    def for_run(cls, run_dir: str | Path, read_only: bool = False, keep_if_unused: bool = True) -> Store:
+        return cls(store_path(run_dir), read_only=read_only, keep_if_unused=keep_if_unused)
 
     def close(self) -> None:
+        try:
+            empty = bool(self._created) and not self.scalar(sql.ANY_STAGE)
+        except (duckdb.Error, StoreError):  # a broken connection: leave the file for the user to look at
+            empty = False
         self.con.close()
+        if empty:
+            for path in self._created:  # the file, its write-ahead log, then the folders made for it
+                if path == self.path:
+                    path.unlink(missing_ok=True)
+                    Path(f"{path}.wal").unlink(missing_ok=True)
+                elif path.is_dir() and not any(path.iterdir()):
+                    path.rmdir()
 
     def __enter__(self) -> Store:
         return self
@@ -155,13 +170,14 @@ class Store:
         return {r[0] for r in self.execute(sql.ROUND_STAGES, [round_])}
 
     def reset_from(self, round_: int, stage: str, drop_later: bool = False) -> list[str]:
-        """Undo `stage` and every later stage of `round_` in one transaction; returns the stages undone.
+        """Undo `stage` and every stage that depends on it (`sql.STAGE_INPUTS`) of `round_` in one transaction;
+        returns the stages undone, in stage order.
 
         `drop_later` also removes every round after `round_` in the same transaction (they were played from
         what is undone); callers check `later_rounds` first and remove those rounds' model files after."""
         if stage not in sql.STAGES:
             raise StageError(f"unknown stage '{stage}'; expected one of: {', '.join(sql.STAGES)}")
-        undone = list(sql.STAGES[sql.STAGES.index(stage) :])
+        undone = dependents(stage)
         with self.transaction():
             if drop_later:
                 for query in sql.DROP_LATER_ROUNDS:
@@ -231,6 +247,24 @@ class Store:
     def model_for(self, role: str, round_: int) -> str | None:
         """The newest model of `role` trained on a round before `round_` (what round `round_` plays with)."""
         return self.scalar(sql.LATEST_MODEL, [role, round_])
+
+
+def _missing_dirs(folder: Path) -> list[Path]:
+    """`folder` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def dependents(stage: str) -> list[str]:
+    """`stage` and every stage that reads its output, directly or through another, in stage order."""
+    found = {stage}
+    for s in sql.STAGES:  # stage order is a topological order of STAGE_INPUTS
+        if found & set(sql.STAGE_INPUTS[s]):
+            found.add(s)
+    return [s for s in sql.STAGES if s in found]
 
 
 _PID = re.compile(r"PID (\d+)")

@@ -55,7 +55,7 @@ def run_round(
     if force is not None and force not in ROUND_STAGES:
         raise StageError(f"--force {force} is not a round stage; expected one of: {', '.join(ROUND_STAGES)}")
     report = RoundReport(round_)
-    with Store.for_run(cfg.run.dir) as store:
+    with Store.for_run(cfg.run.dir, keep_if_unused=False) as store:
         if round_ > 1 and not store.stage_done(round_ - 1, "select"):
             raise StageError(
                 f"round {round_} needs round {round_ - 1} complete, but its select stage is not in the store; "

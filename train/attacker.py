@@ -40,6 +40,7 @@ from core.config import SparringConfig
 from core.errors import StageError
 from core.text import normalise
 from data import sql
+from data.lineage import round_scorer
 from data.store import Store
 from train.common import collator, fault_callback, labelled, peft_lora_config, prompt_completion_ids
 from train.losses import token_log_probs, weighted_nll
@@ -194,7 +195,7 @@ class AttackerRole(Role):
 
     def read(self, store: Store, cfg: SparringConfig, round_: int) -> AttackerData:
         tcfg = cfg.train_attacker
-        scorer = _round_scorer(store, round_)
+        scorer = round_scorer(store, round_)
         prompts = store.arrow(sql.ATTACKER_PROMPTS, {"round": round_, "scorer": scorer})
         if prompts.num_rows == 0:
             raise StageError(
@@ -320,20 +321,6 @@ def train_attacker(
 ) -> dict[str, Any]:
     """Score, weight, train, save and record round `round_`'s attacker; returns its `models` row."""
     return train_round(ATTACKER, cfg, round_, force, drop_later)
-
-
-def _round_scorer(store: Store, round_: int) -> str:
-    """The scorer the round was played with (recorded when it began), else the only one its scores use."""
-    info = store.round_info(round_)
-    if info is not None:
-        return str(info["scorer"])
-    scorers = [r["scorer"] for r in store.rows(sql.ROUND_SCORERS, [round_])]
-    if len(scorers) != 1:
-        raise StageError(
-            f"round {round_} has scores from {len(scorers)} scorers ({', '.join(scorers) or 'none'}) and no "
-            "recorded round scorer; expected exactly one"
-        )
-    return scorers[0]
 
 
 def main() -> None:

@@ -286,7 +286,7 @@ def store_for_reading(cfg: SparringConfig, state: Any) -> Iterator[Store]:
     under `accelerate launch` the main process opens it first, read-write (`--force` resets the stage there),
     and the other processes afterwards, read-only. Only the main process writes the result."""
     with state.main_process_first():
-        with Store.for_run(cfg.run.dir, read_only=not state.is_main_process) as store:
+        with Store.for_run(cfg.run.dir, read_only=not state.is_main_process, keep_if_unused=False) as store:
             yield store
 
 

@@ -10,6 +10,7 @@ loss) and what it records.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -22,7 +23,7 @@ import pyarrow as pa
 
 from core.config import SparringConfig, stage_config
 from core.errors import StageError
-from data.lineage import check_drift
+from data.lineage import check_drift, inputs_digest, training_inputs
 from data.store import Store
 from train.common import (
     ModelPaths,
@@ -104,6 +105,7 @@ def train_round(
             check_drift(store, round_, [role.stage], configs)  # done with other values: not this model
             return stored_model(store, round_, role.name)
         data = role.read(store, cfg, round_)
+        inputs = inputs_digest(training_inputs(store, round_, role.name))
         if force:
             forget_trained(store, state, round_, role.stage, paths, drop_later)
         parent = parent_model(store, cfg, role.name, round_, settings.start_from)
@@ -112,6 +114,8 @@ def train_round(
     if isinstance(data, CarryOver):
         return _carry_over(role, cfg, round_, parent, data, state)
     log.info("round %d: training the %s from %s on %s", round_, role.name, parent, role.describe(data))
+    if state.is_main_process:
+        claim_checkpoints(paths, inputs, round_, role.name)
     metrics = fit(role, cfg, parent, data, paths)
     if not state.is_main_process:
         return {}  # under `accelerate launch`, the main process saves and records the model
@@ -119,6 +123,7 @@ def train_round(
         **role.details(cfg, data),
         "start_from": settings.start_from,
         "lora": lora_details(settings.lora),
+        "inputs": inputs,  # digest of what it was trained on (data.check compares it with the store's)
         **metrics,
     }
     with Store.for_run(cfg.run.dir) as store:
@@ -148,6 +153,26 @@ def _carry_over(
             result.rows = store.insert("models", model_row(round_, role.name, None, parent, details))
             result.details = {"parent": parent, "path": parent, **details}
         return stored_model(store, round_, role.name)
+
+
+INPUTS_FILE = "inputs.json"
+
+
+def claim_checkpoints(paths: ModelPaths, inputs: str, round_: int, role: str) -> None:
+    """Checkpoints carry the digest of the data they were trained on (`inputs.json`). Ones left by a run on
+    other data — the round was re-selected, re-scored or re-played since — are removed, never resumed: a
+    resumed run would record a model as trained on data it never saw."""
+    marker = paths.checkpoints / INPUTS_FILE
+    recorded = json.loads(marker.read_text()).get("inputs") if marker.is_file() else None
+    if recorded != inputs and last_checkpoint(paths.checkpoints):
+        log.warning(
+            "round %d: the %s's checkpoints in %s were trained on other data (inputs %s, now %s); training from "
+            "the start",
+            round_, role, paths.checkpoints, recorded or "unrecorded", inputs,
+        )  # fmt: skip
+        shutil.rmtree(paths.checkpoints)
+    paths.checkpoints.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"inputs": inputs}))
 
 
 def fit(role: Role, cfg: SparringConfig, parent: str, data: Any, paths: ModelPaths) -> dict[str, Any]:

@@ -95,7 +95,7 @@ def test_drop_later_is_one_transaction(tmp_path, monkeypatch):
 
     cfg = two_rounds(tmp_path)
     before = dump(cfg.run.dir)
-    monkeypatch.setitem(sql.DELETE_ROUND_ROWS, "models_attacker", "DELETE FROM no_such_table WHERE round = ?")
+    monkeypatch.setitem(sql.DELETE_ROUND_ROWS, "models_defender", "DELETE FROM no_such_table WHERE round = ?")
     with Store.for_run(cfg.run.dir) as s, pytest.raises(Exception, match="no_such_table"):
         s.reset_from(1, "select", drop_later=True)
     assert dump(cfg.run.dir) == before

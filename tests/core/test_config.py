@@ -105,3 +105,20 @@ def test_alias_expansion_is_bounded(tmp_path):
     big.write_text("# " + "x" * (2 << 20) + "\n")
     with pytest.raises(ConfigError, match="bytes; expected at most"):
         load_config(big)
+
+
+def test_resampling_failures_needs_a_failure_rule(tmp_path):
+
+    with pytest.raises(ConfigError, match=r"^defender.resample.failures=true needs a failure rule"):
+        load_config(None, ["defender.resample.failures=true"])  # a reward model has none of its own
+    assert (
+        load_config(
+            None, ["defender.resample.failures=true", "reward.failure_below=0"]
+        ).reward.failure_threshold()
+        == 0
+    )
+    assert load_config(None, ["reward.kind=guard"]).reward.failure_threshold() == 0.5
+    assert (
+        load_config(None, ["reward.kind=guard", "reward.guard.output=log_odds"]).reward.failure_threshold()
+        == 0
+    )

@@ -37,7 +37,8 @@ def test_resample_triggers_only_on_tied_or_failed_prompts_and_stops_at_the_budge
     sets = [
         "--set", f"run.dir={run_dir}", "--set", f"run.tiny_models_dir={TINY_DIR}", "--set", f"reward.kind={SCORER}",
         "--set", "defender.resample.max_samples=10", "--set", "defender.resample.passes=2",
-        "--set", "defender.resample.failures=true", "--set", "defender.resample.temperature=1.2",
+        "--set", "defender.resample.failures=true", "--set", "reward.failure_below=0.0",
+        "--set", "defender.resample.temperature=1.2",
         "--set", "defender.max_tokens=16",
     ]  # fmt: skip
     result = run_cli("generate.round", "--round", "1", *sets)

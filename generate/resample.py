@@ -75,6 +75,7 @@ def resample(
     for part in cfg.reward.parts:  # a combined scorer's parts are stored for the new answers too
         for row in store.rows(sql.ROUND_SCORED_RESPONSES, {"round": round_, "scorer": part.name}):
             known.get((row["prompt"], row["response"]), {})[part.name] = row["value"]
+    known = {k: v for k, v in known.items() if len(v) == 1 + len(cfg.reward.parts)}  # every value, or rescore
 
     def still_triggered() -> list[PromptAnswers]:
         return [

@@ -47,7 +47,9 @@ def score_rows(
                 f"scorer '{part}' returned {len(scored.get(part, []))} rewards for {len(unique)} responses; "
                 "expected one per response. Nothing was stored"
             )
-        by_row = {k: v[part] for k, v in known.items()} | dict(zip(unique, scored.get(part, []), strict=True))
+        by_row = {k: v[part] for k, v in known.items() if part in v} | dict(
+            zip(unique, scored.get(part, []), strict=True)
+        )
         values = [by_row[(r["prompt"], r["response"])] for r in rows]
         bad = [(r["response_id"], v) for r, v in zip(rows, values, strict=True) if not math.isfinite(v)]
         if bad:

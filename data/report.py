@@ -370,10 +370,16 @@ def write_report(
         raise StoreError(
             f"'{root}' holds no run store ({STORE_FILE}) and no experiment (<arm>/seed-*/{STORE_FILE})"
         )
+    single = list(runs) == ["run"]
+    if single:  # one run: a store that cannot be read is the command's one-line error
+        metrics = {"run": [run_metrics(root)]}
+        extension.measure(root, metrics["run"][0])
+    else:  # an experiment: a run still being written is left out (readable), but not all of them
+        metrics = {arm: ms for arm, paths in runs.items() if (ms := readable(paths, arm, extension))}
+        if not metrics:
+            raise StoreError(f"no run store under '{root}' could be read (each was skipped, see above)")
     out_dir = Path(out) if out else root
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics = {arm: ms for arm, paths in runs.items() if (ms := readable(paths, arm, extension))}
-    single = list(runs) == ["run"]
     figures = Figures(out_dir, list(metrics))
     plot_all(metrics, figures)
     extension.plots(metrics, figures)

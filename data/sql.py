@@ -23,7 +23,7 @@ STAGE_INPUTS = {
 
 # Which tables hold each stage's output (rows keyed by `round`), so a forced stage can be undone exactly.
 STAGE_TABLES = {
-    "attack": ("prompts",),
+    "attack": ("prompts", "seed_prompts"),  # round 1's attack stored the seed file as round 0
     "respond": ("responses",),
     "score": ("scores",),
     "resample": ("scores_resampled", "responses_resampled"),  # the extra answers and their scores only
@@ -134,6 +134,7 @@ CREATE TABLE IF NOT EXISTS stage_log (
 """
 
 # --- bookkeeping -------------------------------------------------------------------------------------------
+HAS_META = "SELECT count(*) > 0 FROM information_schema.tables WHERE table_name = 'meta'"
 GET_META = "SELECT value FROM meta WHERE key = ?"
 SET_META = "INSERT OR REPLACE INTO meta VALUES (?, ?)"
 ANY_STAGE = "SELECT count(*) > 0 FROM stage_log"
@@ -159,6 +160,7 @@ GET_ROUND = "SELECT attacker_model, defender_model, scorer, config_json FROM rou
 # Undo one stage of one round (table names come from STAGE_TABLES, never from users).
 DELETE_ROUND_ROWS = {
     "prompts": "DELETE FROM prompts WHERE round = ?",
+    "seed_prompts": "DELETE FROM prompts WHERE round = 0 AND ? = 1",  # redoing round 1's attack rereads the seeds
     "responses": "DELETE FROM responses WHERE round = ?",
     "scores": "DELETE FROM scores WHERE round = ?",
     "scores_resampled": """DELETE FROM scores WHERE round = $1 AND response_id IN (

@@ -62,6 +62,8 @@ class Store:
         except (duckdb.IOException, OSError) as e:
             raise _open_error(self.path, e) from None
         if not read_only:
+            if self.con.execute(sql.HAS_META).fetchall()[0][0]:
+                self._check_version()  # a newer store is refused before anything is created in it
             self._migrate()
         self._check_version()
         # stage -> the config values it depends on (`core.config.stage_config`), set by the command that runs

@@ -99,3 +99,54 @@ def test_stale_checkpoints_are_reported(tmp_path):
         store.execute("DELETE FROM pairs WHERE prompt_id = 'a'")
         problems = [p for p in check_store(store) if "checkpoints" in p]
     assert len(problems) == 1 and problems[0].startswith("the defender checkpoints of round 1 in ")
+
+
+def test_forcing_round_1_attack_rereads_the_seed_file(tmp_path):
+    """`--force attack` with a new `attacker.seed_file` used to check the new file, then play the stored seeds."""
+    from data.records import PromptRecord, to_arrow
+    from generate.attack import _parents
+
+    new_seeds = tmp_path / "new.jsonl"
+    new_seeds.write_text('{"category": "new", "text": "A brand new seed prompt"}\n', encoding="utf-8")
+    cfg = make_config(tmp_path / "run", f"attacker.seed_file={new_seeds}")
+    with Store.for_run(cfg.run.dir) as store:
+        with store.stage(1, "attack"):
+            store.insert(
+                "prompts",
+                to_arrow([PromptRecord("s0", 0, 0, "an old seed", "old", None, "seed")], PromptRecord),
+            )
+        fill_round(store, 1, {"a": [0.0, 1.0]})
+        assert [p.text for p in _parents(store, cfg, 1)[0]] == ["an old seed"]  # resumed: the stored seeds
+        store.reset_from(1, "attack")
+        parents, to_store = _parents(store, cfg, 1)
+        assert [p.text for p in parents] == ["A brand new seed prompt"] and to_store is not None
+        store.insert(
+            "prompts",
+            to_arrow(
+                [PromptRecord("s1", 0, 0, "A brand new seed prompt", "new", None, "seed")], PromptRecord
+            ),
+        )
+        fill_round(store, 2, {"b": [0.0, 1.0]})
+        store.reset_from(2, "attack")  # a later round's redo leaves the seeds alone
+        assert store.count("prompts", 0) == 1 and store.count("prompts", 2) == 0
+
+
+def test_a_newer_store_is_refused_before_anything_is_created_in_it(tmp_path):
+    import duckdb
+    import pytest
+
+    from core.errors import StoreError
+    from data import sql
+
+    path = tmp_path / "newer.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
+    con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [str(sql.SCHEMA_VERSION + 1)])
+    con.close()
+    with pytest.raises(StoreError, match="newer than this Sparring"):
+        Store(path)
+    con = duckdb.connect(str(path), read_only=True)
+    assert [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()] == [
+        "meta"
+    ]
+    con.close()

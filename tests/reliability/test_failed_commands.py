@@ -38,3 +38,18 @@ def test_an_os_error_is_one_line(tmp_path):
         result.stderr.strip()
         == f"sparring: error: Not a directory: {blocker / 'report'}; the store is unchanged"
     )
+
+
+def test_a_report_on_a_truncated_store_is_one_line_and_writes_nothing(tmp_path):
+    from data.store import Store
+    from tests.data.storefill import fill_round
+
+    run = tmp_path / "run"
+    with Store.for_run(run) as store:
+        fill_round(store, 1, {"a": [0.0, 1.0]})
+    store_file = run / "sparring.duckdb"
+    store_file.write_bytes(store_file.read_bytes()[:20_000])
+    result = run_cli("data.report", "--run", str(run), "--out", str(tmp_path / "report"))
+    assert result.returncode != 0 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"sparring: error: cannot open run store '{store_file}'")
+    assert not (tmp_path / "report").exists()

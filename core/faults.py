@@ -1,7 +1,8 @@
 """Fault injection for the crash/resume tests: `SPARRING_FAULT=<point>` SIGKILLs the process at that point.
 
 Points: `<stage>:commit` (inside a stage's transaction, after its rows are written, before COMMIT) for every
-stage, and `<stage>:step<N>` in training after optimizer step N. A SIGKILL cannot be caught, so this is the
+stage, `<stage>:step<N>` in training after optimizer step N, and `<stage>:save` after training, before the
+trained model is saved. A SIGKILL cannot be caught, so this is the
 harshest interruption a pre-empted job can see. Unset in normal use; costs one dict lookup.
 """
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from core import faults
 from core.config import SparringConfig, stage_config
 from core.errors import StageError
 from data.lineage import check_drift, inputs_digest, training_inputs
@@ -184,12 +185,18 @@ def fit(role: Role, cfg: SparringConfig, parent: str, data: Any, paths: ModelPat
     if resume:
         log.info("resuming from %s", resume)
     output = trainer.train(resume_from_checkpoint=resume)
+    faults.point(f"{role.stage}:save")
     if trainer.accelerator.is_main_process:
         save_trained(trainer.model, tokenizer, paths)
     history = [h for h in trainer.state.log_history if "loss" in h]
+    loss = output.training_loss
+    if resume and not loss and history:
+        # resumed from a checkpoint at the last step (e.g. the save failed on a full disk): the Trainer ran 0
+        # steps and reports 0.0; the restored log has the run's real losses
+        loss = sum(h["loss"] for h in history) / len(history)
     return {
         "steps": trainer.state.global_step,
-        "train_loss": output.training_loss,
+        "train_loss": loss,
         "last_log": history[-1] if history else {},
         "processes": trainer.accelerator.num_processes,
     }

@@ -1,6 +1,7 @@
 """SIGKILL in the middle of training (after an optimizer step, checkpoints on disk), then resume: the run picks
 up from its last checkpoint and ends with the same model an uninterrupted run produces. Store filled by hand."""
 
+import json
 import signal
 
 import pytest
@@ -63,3 +64,18 @@ def test_training_killed_mid_run_resumes_from_its_checkpoint(tmp_path, tiny_mode
     assert want.keys() == got.keys()
     for key in want:
         torch.testing.assert_close(got[key], want[key], rtol=1e-4, atol=1e-6)
+
+
+def test_a_run_killed_while_saving_records_its_real_loss_on_resume(tmp_path, tiny_models):
+    """Killed after the last step, before the model is saved (a full disk while saving): the resumed run
+    restores the last checkpoint, trains 0 steps, and used to record train_loss 0.0."""
+    run = tmp_path / "run"
+    with Store.for_run(run) as store:
+        fill(store, 1)
+    killed = train("train.defender", run, fault="train_defender:save")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert train("train.defender", run).returncode == 0
+    with Store.for_run(run, read_only=True) as s:
+        details = json.loads(s.scalar("SELECT details FROM models WHERE role = 'defender'"))
+        assert check_store(s) == []
+    assert details["steps"] == STEPS and details["train_loss"] > 0

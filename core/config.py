@@ -44,6 +44,9 @@ class VllmConfig:
     pipeline_parallel_size: int = 1
     distributed_executor_backend: str | None = None  # "mp" or "ray" (multi-node)
     enforce_eager: bool = False
+    # trained players are LoRA adapters on their base model (core.adapters), served by one engine through
+    # LoRARequests with no merge or reload between rounds; false: merge each adapter and load the merged model
+    serve_adapters: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -276,13 +279,15 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
         f"train_defender.{k}"
         for k in "loss beta spac_lambda spac_smoothing learning_rate epochs batch_size grad_accum max_length "
         "start_from lora max_steps".split()
-    ),
+    )
+    + ("vllm.serve_adapters",),
     "train_attacker": tuple(
         f"train_attacker.{k}"
         for k in "diversity_weight weight_temperature learning_rate epochs batch_size grad_accum max_length "
         "start_from lora diversity_ngrams ngram_weight embedding_weight embedding_model history ess_floor "
         "max_steps".split()
-    ),
+    )
+    + ("vllm.serve_adapters",),
 }
 
 
@@ -401,6 +406,9 @@ _OWNED_BY_SPARRING = {
     "pipeline_parallel_size": "vllm.pipeline_parallel_size",
     "enforce_eager": "vllm.enforce_eager",
     "distributed_executor_backend": "vllm.distributed_executor_backend",
+    "enable_lora": "vllm.serve_adapters",
+    "max_lora_rank": "vllm.serve_adapters (sized from the players' adapters)",
+    "max_loras": "vllm.serve_adapters",
 }
 
 

@@ -9,6 +9,7 @@ import json
 import re
 from pathlib import Path
 
+from core.adapters import adapter_base, adapter_rank, is_adapter
 from core.errors import ModelError
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
@@ -34,8 +35,13 @@ def check_model_dir(ref: str, role: str) -> Path | None:
 
 
 def check_chat_model(ref: str, role: str) -> None:
-    """Attacker and defender are prompted through their chat template, so they must have one."""
-    path = check_model_dir(ref, role)
+    """Attacker and defender are prompted through their chat template, so they must have one. A trained player
+    saved as a LoRA adapter (`core.adapters`) carries its tokenizer; its base model must be usable too."""
+    if is_adapter(ref):
+        check_chat_model(adapter_base(ref), role)
+        path: Path | None = Path(ref)
+    else:
+        path = check_model_dir(ref, role)
     if path is None:
         return
     if not _has_chat_template(path):
@@ -74,6 +80,8 @@ def describe_model(ref: str, role: str) -> str:
 
     if is_tiny(ref):
         return f"{ref} (tiny, built locally on first use)"
+    if is_adapter(ref):
+        return f"{ref} (rank-{adapter_rank(ref)} LoRA adapter on {describe_model(adapter_base(ref), role)})"
     path = check_model_dir(ref, role)
     if path is None:
         return f"{ref} (Hub id: checked by name only, downloaded on first use)"

@@ -1,8 +1,10 @@
 """`python -m game.play` (what `make demo` runs): play `run.rounds` rounds, training both players between.
 
-Round r: `generate.round` (attack, respond, score, select) -> `train.defender` -> `train.attacker`; round r+1's
-vLLM then loads the merged models they saved. This is the one place that calls both generating and training
-(the README's drawing); every step is resumable, so re-running continues where it stopped.
+Round r: `generate.round` (attack, respond, score, select) -> `train.defender` -> `train.attacker`; round r+1
+plays with the models they saved: LoRA adapters on the base model, which the game's one vLLM engine serves
+(on a GPU the engine is closed while the scorer and the trainers run, and started again), or merged models.
+This is the one place that calls both generating and training (the README's drawing); every step is
+resumable, so re-running continues where it stopped.
 
 Experiments (the toy world) drive the same loop and hang their own steps on it through `RoundHooks`.
 """
@@ -14,8 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.config import SparringConfig
+from generate.engine import engines
+from generate.round import lora_room, run_round, summary
 from generate.round import plan as round_plan
-from generate.round import run_round, summary
 from train.attacker import ATTACKER, train_attacker
 from train.defender import DEFENDER, train_defender
 from train.recipe import plan as train_plan
@@ -51,16 +54,18 @@ def play(
     defender); `train_attackers=False` keeps the attacker fixed (the static-prompt baseline)."""
     hooks = hooks or RoundHooks()
     rounds = cfg.run.rounds
-    for round_ in range(1, rounds + 1):
-        hooks.before_round(cfg, round_)
-        report = run_round(cfg, round_)
-        log.info("round %d: %d vLLM engine start(s)", round_, report.engine_starts)
-        hooks.after_round(cfg, round_)
-        if train and (round_ < rounds or train_last):
-            train_defender(cfg, round_)
-            if train_attackers:
-                train_attacker(cfg, round_)
-                hooks.after_attacker(cfg, round_)
+    with engines(cfg.vllm, cfg.run.seed, lora_room(cfg)) as pool:
+        for round_ in range(1, rounds + 1):
+            hooks.before_round(cfg, round_)
+            report = run_round(cfg, round_, pool=pool)
+            log.info("round %d: %d vLLM engine start(s)", round_, report.engine_starts)
+            hooks.after_round(cfg, round_)
+            if train and (round_ < rounds or train_last):
+                pool.release()  # the trainers need the device
+                train_defender(cfg, round_)
+                if train_attackers:
+                    train_attacker(cfg, round_)
+                    hooks.after_attacker(cfg, round_)
     hooks.after_game(cfg, rounds + 1)
 
 

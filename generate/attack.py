@@ -18,7 +18,6 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from core.config import AttackerConfig, SparringConfig
 from core.errors import StageError
@@ -27,10 +26,7 @@ from data import sql
 from data.prompts import SeedPrompt, clean_prompt, load_seed_file, prompt_id, stored_keys
 from data.records import PromptRecord, to_arrow
 from data.store import StageResult, Store
-from generate.engine import chat_prompt_tokens, request_seed
-
-if TYPE_CHECKING:
-    from vllm import LLM
+from generate.engine import Player, chat_prompt_tokens, request_seed
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +62,7 @@ class AttackRequest:
     seed: int
 
 
-def attack(store: Store, cfg: SparringConfig, round_: int, llm: LLM, attacker_model: str) -> StageResult:
+def attack(store: Store, cfg: SparringConfig, round_: int, llm: Player, attacker_model: str) -> StageResult:
     """Generate, clean and store this round's prompts (one transaction, logged as stage `attack`)."""
     started = time.perf_counter()
     acfg = cfg.attacker
@@ -173,7 +169,7 @@ def _requests(
     return requests
 
 
-def _generate(llm: LLM, requests: list[AttackRequest], acfg: AttackerConfig) -> list[list[str]]:
+def _generate(llm: Player, requests: list[AttackRequest], acfg: AttackerConfig) -> list[list[str]]:
     from vllm import SamplingParams
 
     params = [
@@ -187,7 +183,7 @@ def _generate(llm: LLM, requests: list[AttackRequest], acfg: AttackerConfig) -> 
     return [[c.text for c in sorted(o.outputs, key=lambda c: c.index)] for o in outputs]
 
 
-def _fits(llm: LLM, instruction: str, max_tokens: int, max_model_len: int) -> bool:
+def _fits(llm: Player, instruction: str, max_tokens: int, max_model_len: int) -> bool:
     return chat_prompt_tokens(llm, [{"role": "user", "content": instruction}]) + max_tokens <= max_model_len
 
 

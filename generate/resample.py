@@ -111,7 +111,7 @@ def resample(
         outputs = pool.get(defender_model).chat(
             [[{"role": "user", "content": p.prompt}] for p in todo], params, use_tqdm=True
         )
-        pool.close()  # one model on the device at a time: the scorer loads next
+        pool.release()  # the scorer loads next
         new: list[ResponseRecord] = []
         for p, sp, out in zip(todo, params, outputs, strict=True):
             gen = json.dumps(

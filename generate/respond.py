@@ -10,22 +10,18 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import TYPE_CHECKING
 
 from core.config import SparringConfig
 from core.errors import StageError
 from data import sql
 from data.records import ResponseRecord, to_arrow
 from data.store import StageResult, Store
-from generate.engine import chat_prompt_tokens, request_seed
-
-if TYPE_CHECKING:
-    from vllm import LLM
+from generate.engine import Player, chat_prompt_tokens, request_seed
 
 log = logging.getLogger(__name__)
 
 
-def respond(store: Store, cfg: SparringConfig, round_: int, llm: LLM, defender_model: str) -> StageResult:
+def respond(store: Store, cfg: SparringConfig, round_: int, llm: Player, defender_model: str) -> StageResult:
     """Sample N defender responses per prompt and store them (one transaction, stage `respond`)."""
     started = time.perf_counter()
     from vllm import SamplingParams

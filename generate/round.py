@@ -9,12 +9,14 @@ differs from what a done stage ran with is refused (`data.lineage.check_drift`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.adapters import VLLM_RANKS, adapter_base, is_adapter
 from core.config import SparringConfig, stage_config
 from core.errors import StageError
 from core.preflight import check_chat_model
@@ -25,7 +27,7 @@ from data.prompts import load_seed_file
 from data.select import select_round
 from data.store import Store
 from generate.attack import attack
-from generate.engine import engines
+from generate.engine import Engines, engines
 from generate.resample import resample
 from generate.respond import respond
 from score.scorer import build_scorer, check_scorer, describe_scorer, scorer_name
@@ -44,12 +46,17 @@ class RoundReport:
 
 
 def run_round(
-    cfg: SparringConfig, round_: int, force: str | None = None, drop_later: bool = False
+    cfg: SparringConfig,
+    round_: int,
+    force: str | None = None,
+    drop_later: bool = False,
+    pool: Engines | None = None,
 ) -> RoundReport:
     """Run the stages of `round_` that are not yet in the store. Call from under `__main__` (vLLM spawns).
 
     `force` redoes that stage and the ones after it; when later rounds exist it is refused unless
-    `drop_later`, which removes them (and their models) in the same transaction as the undo."""
+    `drop_later`, which removes them (and their models) in the same transaction as the undo. `pool` is the
+    game's engines (`game.play` keeps one across rounds); without it the round starts and closes its own."""
     if round_ < 1:
         raise StageError(f"--round {round_} is not a round; expected an integer >= 1")
     if force is not None and force not in ROUND_STAGES:
@@ -83,14 +90,18 @@ def run_round(
         report.skipped = [s for s in ROUND_STAGES if s not in todo]
         if report.skipped:
             log.info("round %d: already done: %s", round_, ", ".join(report.skipped))
-        with engines(cfg.vllm, cfg.run.seed) as pool:
+        own = (
+            engines(cfg.vllm, cfg.run.seed, lora_room(cfg)) if pool is None else contextlib.nullcontext(pool)
+        )
+        with own as pool:
+            starts = pool.starts
             for stage in todo:
                 start = time.perf_counter()
                 if stage == "attack":
                     attack(store, cfg, round_, pool.get(players.attacker), players.attacker)
                 elif stage == "respond":
                     respond(store, cfg, round_, pool.get(players.defender), players.defender)
-                    pool.close()  # free vLLM's memory before the reward model loads
+                    pool.release()  # the reward model loads next
                 elif stage == "score":
                     _score(store, cfg, round_)
                 elif stage == "resample":
@@ -105,10 +116,19 @@ def run_round(
                             cfg.select.margin,
                         )
                 report.ran.append(stage)
-                report.engine_starts = pool.starts
+                report.engine_starts = pool.starts - starts
                 report.seconds[stage] = time.perf_counter() - start
                 log.info("round %d: %s done in %.1fs", round_, stage, report.seconds[stage])
     return report
+
+
+def lora_room(cfg: SparringConfig) -> int:
+    """The adapter rank the game's last round plays with (each trained round stacks `train_*.lora.r` onto a
+    player, `core.adapters`), so an engine started with room for it serves every round; 0 for merged players."""
+    if not cfg.vllm.serve_adapters:
+        return 0
+    rank = max(cfg.train_defender.lora.r, cfg.train_attacker.lora.r) * max(1, cfg.run.rounds - 1)
+    return min(rank, VLLM_RANKS[-1])
 
 
 def round_configs(cfg: SparringConfig, players: Players) -> dict[str, dict[str, Any]]:
@@ -167,6 +187,7 @@ def plan(cfg: SparringConfig, round_: int) -> str:
     engines_ = [("attack", attacker), ("respond", defender)]
     if cfg.defender.resample.max_samples > cfg.defender.n:
         engines_.append(("resample", defender))
+    engines_ = [(stage, _served(model)) for stage, model in engines_]
     lines = [
         f"dry run of round {round_} in {cfg.run.dir}: nothing is loaded or written",
         f"  attacker  {describe_model(attacker, 'attacker') if check else attacker}",
@@ -174,7 +195,7 @@ def plan(cfg: SparringConfig, round_: int) -> str:
         f"  scorer    {scorer}",
         f"  stages    {', '.join(todo) or 'none (the round is done)'}"
         + (f"; already done: {', '.join(s for s in ROUND_STAGES if s in done)}" if done else ""),
-        "  vLLM      one engine at a time: "
+        "  vLLM      one engine at a time, started once per base model: "
         + "; ".join(f"{stage} -> {model}" for stage, model in engines_ if stage in todo)
         + f" (dtype {cfg.vllm.dtype}, max_model_len {cfg.vllm.max_model_len}, "
         f"gpu_memory_utilization {cfg.vllm.gpu_memory_utilization}, tp {cfg.vllm.tensor_parallel_size})",
@@ -183,6 +204,11 @@ def plan(cfg: SparringConfig, round_: int) -> str:
         f"hard prompts, pairs",
     ]
     return "\n".join(lines)
+
+
+def _served(model: str) -> str:
+    """How vLLM runs a player, for the dry run: a trained adapter plays on its base model's engine."""
+    return f"{adapter_base(model)} + LoRA {model}" if is_adapter(model) else model
 
 
 def _score(store: Store, cfg: SparringConfig, round_: int) -> None:

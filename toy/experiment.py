@@ -37,6 +37,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from core.adapters import load_causal_lm
 from core.config import SparringConfig
 from core.errors import ConfigError, SparringError
 from data import sql as store_sql
@@ -186,11 +187,11 @@ def sample(
 ) -> list[list[str]]:
     """`n` sampled chat completions per prompt from a local model (seeded: the same call gives the same text)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_path)
     tok.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+    model = load_causal_lm(model_path, torch.float32).eval()  # a trained player may be a LoRA adapter
     end = tok.convert_tokens_to_ids("<|im_end|>")
     out: list[list[str]] = []
     torch.manual_seed(seed)

@@ -1,8 +1,10 @@
-"""What both trainers share: which model to start from, loading it, LoRA, saving adapter + merged model, lineage.
+"""What both trainers share: which model to start from, loading it, LoRA, saving the trained player, lineage.
 
 Each trained model lives under `<run.dir>/models/round-N/<role>/`:
-- `adapter/`: the PEFT LoRA adapter (+ tokenizer), small, for inspection or re-merging;
-- `merged/`: the parent with the adapter merged in, plus the tokenizer, which is what round N+1's vLLM loads;
+- `adapter/`: the round's PEFT LoRA adapter on its parent (+ tokenizer), small, for inspection or re-merging;
+- `stacked/` (`vllm.serve_adapters`, the default): the player as one LoRA adapter on the base model, this round's
+  adapter stacked on the earlier rounds' (`core.adapters`), which round N+1's vLLM serves with no reload;
+- `merged/` (`vllm.serve_adapters=false`): the parent with the adapter merged in, a plain checkpoint;
 - `checkpoints/`: the trainer's resumable checkpoints while training runs (removed once the stage is stored).
 """
 
@@ -21,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from core import faults
+from core.adapters import adapter_base, is_adapter, load_causal_lm, stack_adapters
 from core.config import LoraConfig, SparringConfig
 from core.errors import ConfigError, ModelError, StageError
 from data import sql
@@ -40,6 +43,16 @@ class ModelPaths:
     """Where one round's trained model of one role is written."""
 
     root: Path
+    serve_adapters: bool = True
+
+    @property
+    def player(self) -> Path:
+        """What the next round plays with (the `models` row's path)."""
+        return self.stacked if self.serve_adapters else self.merged
+
+    @property
+    def stacked(self) -> Path:
+        return self.root / "stacked"
 
     @property
     def adapter(self) -> Path:
@@ -55,7 +68,7 @@ class ModelPaths:
 
 
 def model_paths(cfg: SparringConfig, round_: int, role: str) -> ModelPaths:
-    return ModelPaths(Path(cfg.run.dir) / "models" / f"round-{round_}" / role)
+    return ModelPaths(Path(cfg.run.dir) / "models" / f"round-{round_}" / role, cfg.vllm.serve_adapters)
 
 
 def parent_model(store: Store, cfg: SparringConfig, role: str, round_: int, start_from: str) -> str:
@@ -81,13 +94,16 @@ def use_bf16(setting: str) -> bool:
 
 
 def load_policy(path: str, bf16: bool) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A causal LM and its tokenizer, in bf16 or fp32; the tokenizer must have a chat template (prompts are chats)."""
+    """A causal LM and its tokenizer, in bf16 or fp32; the tokenizer must have a chat template (prompts are chats).
+
+    A stacked adapter (a player trained with `vllm.serve_adapters`) is merged into its base in memory: the model
+    the next round's training starts from (and compares against, as DPO's reference) is the one that played."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if bf16 else torch.float32)
+        model = load_causal_lm(path, torch.bfloat16 if bf16 else torch.float32)
     except OSError as e:
         raise ModelError(f"cannot load model '{path}': {str(e).splitlines()[0]}") from None
     if not tokenizer.chat_template:
@@ -98,7 +114,7 @@ def load_policy(path: str, bf16: bool) -> tuple[PreTrainedModel, PreTrainedToken
 
 
 def peft_lora_config(lora: LoraConfig) -> PeftLoraConfig:
-    """PEFT's LoraConfig from ours (a fresh adapter each round, merged at the end)."""
+    """PEFT's LoraConfig from ours (a fresh adapter each round, stacked or merged at the end)."""
     from peft import LoraConfig as PeftLoraConfig
 
     return PeftLoraConfig(
@@ -110,16 +126,23 @@ def peft_lora_config(lora: LoraConfig) -> PeftLoraConfig:
     )
 
 
-def save_trained(model: Any, tokenizer: PreTrainedTokenizerBase, paths: ModelPaths) -> None:
-    """Save the LoRA adapter, then merge it into the parent and save the merged model with its tokenizer.
-
-    The merged directory is a plain transformers checkpoint: vLLM loads it with no PEFT involved.
-    """
-    for target in (paths.adapter, paths.merged):
+def save_trained(model: Any, tokenizer: PreTrainedTokenizerBase, paths: ModelPaths, parent: str) -> None:
+    """Save the round's LoRA adapter, then the player the next round plays with: the adapter stacked on the
+    parent's (one adapter on the base model, `core.adapters`), or the parent with it merged in (a plain
+    transformers checkpoint that vLLM loads with no PEFT involved)."""
+    for target in (paths.adapter, paths.stacked, paths.merged):
         if target.exists():
             shutil.rmtree(target)
     model.save_pretrained(paths.adapter)
     tokenizer.save_pretrained(paths.adapter)
+    if paths.serve_adapters:
+        earlier = [Path(parent)] if is_adapter(parent) else []
+        base = adapter_base(parent) if earlier else parent
+        rank = stack_adapters([*earlier, paths.adapter], paths.stacked, base)
+        tokenizer.save_pretrained(paths.stacked)
+        log.info("saved adapter to %s and the player (rank-%d adapter on %s) to %s", paths.adapter, rank, base,
+                 paths.stacked)  # fmt: skip
+        return
     merged = model.merge_and_unload()
     merged.save_pretrained(paths.merged)
     tokenizer.save_pretrained(paths.merged)
@@ -155,7 +178,7 @@ def model_row(
         {
             "round": pa.array([round_], pa.int64()),
             "role": [role],
-            "path": [str(paths.merged) if paths else parent],
+            "path": [str(paths.player) if paths else parent],
             "adapter_path": pa.array([str(paths.adapter) if paths else None], pa.string()),
             "parent": [parent],
             "details": [json.dumps(details, sort_keys=True, default=str)],

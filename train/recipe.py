@@ -1,7 +1,7 @@
 """The one skeleton both trainers run, read top to bottom (torchtune's recipe; TRL's config + Trainer per role).
 
     already done? -> read the round's data -> (--force: forget the old model) -> pick the parent
-    -> load it, build the role's Trainer, resume from a checkpoint, train, save adapter + merged model
+    -> load it, build the role's Trainer, resume from a checkpoint, train, save the adapter and the player
     -> record the model (and the role's own rows) with the stage-log row in one transaction
 
 A role (`train.defender.DEFENDER`, `train.attacker.ATTACKER`) says only what differs: its data, its Trainer (the
@@ -133,7 +133,7 @@ def train_round(
             result.rows = role.record(
                 store, round_, data, model_row(round_, role.name, paths, parent, details)
             )
-            result.details = {"parent": parent, "path": str(paths.merged), **details}
+            result.details = {"parent": parent, "path": str(paths.player), **details}
         row = stored_model(store, round_, role.name)
     shutil.rmtree(paths.checkpoints, ignore_errors=True)
     return row
@@ -177,8 +177,8 @@ def claim_checkpoints(paths: ModelPaths, inputs: str, round_: int, role: str) ->
 
 
 def fit(role: Role, cfg: SparringConfig, parent: str, data: Any, paths: ModelPaths) -> dict[str, Any]:
-    """Train a fresh LoRA on `parent`, resuming from a checkpoint if a killed run left one; saves adapter +
-    merged model (main process only)."""
+    """Train a fresh LoRA on `parent`, resuming from a checkpoint if a killed run left one; saves the adapter and
+    the player (stacked adapter or merged model; main process only)."""
     model, tokenizer = load_policy(parent, use_bf16(role.settings(cfg).bf16))
     trainer = role.trainer(cfg, model, tokenizer, data, paths.checkpoints)
     resume = last_checkpoint(paths.checkpoints)
@@ -187,7 +187,7 @@ def fit(role: Role, cfg: SparringConfig, parent: str, data: Any, paths: ModelPat
     output = trainer.train(resume_from_checkpoint=resume)
     faults.point(f"{role.stage}:save")
     if trainer.accelerator.is_main_process:
-        save_trained(trainer.model, tokenizer, paths)
+        save_trained(trainer.model, tokenizer, paths, parent)
     history = [h for h in trainer.state.log_history if "loss" in h]
     loss = output.training_loss
     if resume and not loss and history:
@@ -231,7 +231,8 @@ def plan(role: Role, cfg: SparringConfig, round_: int) -> str:
             + ", ".join(
                 f"{k}={v}" for k, v in stage_config(cfg, role.stage).items() if not k.endswith(".lora")
             ),
-            f"  saves     {paths.adapter} and {paths.merged} (what round {round_ + 1}'s vLLM loads)",
+            f"  saves     {paths.adapter} and {paths.player} (what round {round_ + 1}'s vLLM "
+            + ("serves as a LoRA adapter on the base model)" if paths.serve_adapters else "loads)"),
         ]
     )
 

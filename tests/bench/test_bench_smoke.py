@@ -1,9 +1,12 @@
-"""The cheapest bench (store ingest, no round) at a tiny size: it runs as a user types it and writes the JSON
-every bench writes. The other benches load vLLM or train models: they are run by hand, not as unit tests."""
+"""Benches at a tiny size, run as a user types them, writing the JSON every bench writes: the store's ingest, the
+scale steps, and one chaos trial (slow: a 2-round game, killed and resumed). The others load larger models or
+compare timings: they are run by hand, not as unit tests."""
 
 from __future__ import annotations
 
 import json
+
+import pytest
 
 from bench.common import RESULT_KEYS
 from tests.conftest import run_cli
@@ -51,3 +54,19 @@ def test_scale_bench_runs_every_step_on_a_small_store(tmp_path):
     for row in result["rows"]:
         assert row["error"] is None and row["seconds"] > 0 and 0 < row["peak_gib"] < 4
     assert result["summary"]["all_met"] is True
+
+
+@pytest.mark.slow
+def test_chaos_bench_kills_resumes_and_compares(tmp_path, tiny_models):
+    """One trial of `bench.chaos`: the game is killed once, resumed, and its store compared with the reference."""
+    out = tmp_path / "out"
+    proc = run_cli(
+        "bench.chaos", "--trials", "1", "--seed", "3", "--work", str(tmp_path / "work"), "--out", str(out),
+        timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((out / "chaos-cpu.json").read_text())
+    assert tuple(result) == RESULT_KEYS and result["bench"] == "chaos"
+    (row,) = result["rows"]
+    assert row["resume_exit"] == 0 and row["orphans"] == 0 and row["equal"], row
+    assert result["summary"]["stores_equal"] == 1 and result["summary"]["orphans_left"] == 0

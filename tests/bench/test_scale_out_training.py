@@ -11,6 +11,7 @@ import json
 
 import pytest
 
+from core.adapters import is_adapter
 from data.store import Store
 from tests.conftest import REPO, TINY_DIR, make_config, run_cli
 from tests.train.test_defender import fill
@@ -63,4 +64,5 @@ def test_accelerate_launch_two_cpu_processes_trains_the_round(tmp_path, tiny_mod
     assert len(rows) == 1
     details = json.loads(rows[0]["details"])
     assert details["processes"] == 2 and details["steps"] == 2
-    assert (run / "models" / "round-1" / "defender" / "merged" / "config.json").is_file()
+    assert rows[0]["path"] == str(run / "models" / "round-1" / "defender" / "stacked")
+    assert is_adapter(rows[0]["path"])  # the player: the adapter on the base, saved once by the main process

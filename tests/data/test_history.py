@@ -30,7 +30,7 @@ def two_rounds(tmp_path):
             select_round(s, SelectConfig(), r, "rm")
             for stage, role in (("train_defender", "defender"), ("train_attacker", "attacker")):
                 paths = model_paths(cfg, r, role)
-                paths.merged.mkdir(parents=True)
+                paths.player.mkdir(parents=True)
                 paths.adapter.mkdir(parents=True)
                 with s.stage(r, stage):
                     s.insert("models", model_row(r, role, paths, "base", {}))
@@ -53,7 +53,7 @@ def test_force_with_later_rounds_is_refused_and_changes_nothing(tmp_path):
     with pytest.raises(StageError, match=r"--force train_defender on round 1 would rewrite .* round\(s\) 2"):
         train_defender(cfg, 1, force=True)
     assert dump(cfg.run.dir) == before
-    assert model_paths(cfg, 1, "defender").merged.is_dir()  # round 2 played with it: still there
+    assert model_paths(cfg, 1, "defender").player.is_dir()  # round 2 played with it: still there
     cli = run_cli(
         "generate.round", "--round", "1", "--force", "score", "--set", f"run.dir={cfg.run.dir}",
         "--set", "defender.resample.max_samples=0", "--set", "reward.model=rm",

@@ -1,10 +1,11 @@
 """`python -m game.play` (what `make demo` runs): two rounds with both players trained in between, real
-vLLM/DuckDB/TRL on the tiny models. Round 2's vLLM must play with round 1's merged models."""
+vLLM/DuckDB/TRL on the tiny models. Round 2's vLLM must play with round 1's trained players (LoRA adapters)."""
 
 from pathlib import Path
 
 import pytest
 
+from core.adapters import is_adapter
 from data.check import check_store
 from data.store import Store
 from tests.conftest import REPO, TINY_DIR, run_cli
@@ -45,7 +46,7 @@ def test_two_rounds_chain_through_the_trained_models(tmp_path, tiny_models):
     assert rounds[1]["defender_model"] == base and rounds[1]["attacker_model"] == base
     assert rounds[2]["defender_model"] == models["defender"]["path"]
     assert rounds[2]["attacker_model"] == models["attacker"]["path"]
-    assert Path(models["defender"]["path"]).name == "merged" and Path(models["defender"]["path"]).is_dir()
+    assert Path(models["defender"]["path"]).name == "stacked" and is_adapter(models["defender"]["path"])
     assert stages == {(1, s) for s in ROUND_STAGES | {"train_defender", "train_attacker"}} | {
         (2, s) for s in ROUND_STAGES
     }

@@ -73,4 +73,17 @@ def test_engines_pass_exactly_engine_kwargs_to_llm(tmp_path, fake_vllm):
         engine_kwargs("org/attacker", cfg.vllm, 3),
         engine_kwargs("org/defender", cfg.vllm, 3),
     ]
-    pool._engines.clear()  # the stand-in has no engine core to shut down
+    pool._live = None  # the stand-in has no engine core to shut down
+
+
+def test_adapters_get_room_on_the_engine_and_a_gpu_engine_makes_way_for_the_scorer(tmp_path, fake_vllm):
+    cfg = make_config(tmp_path)
+    pool = Engines(cfg.vllm, seed=3, lora_rank=20)
+    pool.get("org/base")
+    assert fake_vllm[-1]["enable_lora"] is True and fake_vllm[-1]["max_lora_rank"] == 32
+    assert fake_vllm[-1]["max_loras"] == 2  # the attacker's and the defender's adapters
+    pool.release()  # on a GPU: the scorer or the trainer needs the memory, so the engine goes
+    assert pool._live is None
+    pool.get("org/base")
+    assert pool.starts == 2
+    pool._live = None

@@ -3,6 +3,10 @@ fix players or config for the retry."""
 
 from __future__ import annotations
 
+import os
+
+import pytest
+
 from tests.conftest import REPO, TINY_DIR, run_cli
 
 
@@ -53,3 +57,23 @@ def test_a_report_on_a_truncated_store_is_one_line_and_writes_nothing(tmp_path):
     assert result.returncode != 0 and result.stderr.count("\n") == 1
     assert result.stderr.startswith(f"sparring: error: cannot open run store '{store_file}'")
     assert not (tmp_path / "report").exists()
+
+
+@pytest.mark.parametrize("command", ["data.report", "data.check"])
+def test_a_store_another_process_is_writing_is_one_line(tmp_path, command):
+    """DuckDB lets one process write and none read meanwhile: a read-only command on a store held by a running
+    stage (here: this test, holding it open for writing) names the holder in one line and writes nothing."""
+    from data.store import Store
+    from tests.data.storefill import fill_round
+
+    run = tmp_path / "run"
+    with Store.for_run(run) as store:
+        fill_round(store, 1, {"a": [0.0, 1.0]})
+        before = store.rows("SELECT * FROM scores ORDER BY response_id")
+        out = ["--out", str(tmp_path / "report")] if command == "data.report" else []
+        result = run_cli(command, "--run", str(run), *out)
+        assert result.returncode != 0 and result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith("sparring: error: ") and "Traceback" not in result.stderr
+        assert f"PID {os.getpid()}" in result.stderr or str(os.getpid()) in result.stderr
+        assert not (tmp_path / "report").exists()
+        assert store.rows("SELECT * FROM scores ORDER BY response_id") == before

@@ -99,7 +99,8 @@ def test_defender_widens_the_margin_and_records_lineage(tmp_path, tiny_models, l
 
 @pytest.mark.slow
 def test_rounds_chain_and_rerun_is_a_no_op(tmp_path, tiny_models):
-    cfg = make_config(tmp_path / "run", *FAST, "train_defender.max_steps=2")
+    # merged players (the fallback to LoRA adapters on the base): each round saves a self-contained checkpoint
+    cfg = make_config(tmp_path / "run", *FAST, "train_defender.max_steps=2", "vllm.serve_adapters=false")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from train.defender import train_defender
@@ -122,8 +123,9 @@ def test_rounds_chain_and_rerun_is_a_no_op(tmp_path, tiny_models):
     assert second["path"].endswith("round-2/defender/merged")
 
     base_cfg = make_config(
-        tmp_path / "run", *FAST, "train_defender.max_steps=2", "train_defender.start_from=base"
-    )
+        tmp_path / "run", *FAST, "train_defender.max_steps=2", "train_defender.start_from=base",
+        "vllm.serve_adapters=false",
+    )  # fmt: skip
     redo = train_defender(base_cfg, 2, force=True)
     assert redo["parent"] == str(tiny_models["policy"])
     with Store.for_run(cfg.run.dir) as store:

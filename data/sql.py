@@ -115,7 +115,7 @@ CREATE TABLE IF NOT EXISTS attacker_rewards (
 CREATE TABLE IF NOT EXISTS models (
     round INTEGER NOT NULL,
     role VARCHAR NOT NULL,              -- attacker | defender
-    path VARCHAR NOT NULL,              -- merged model (what vLLM loads)
+    path VARCHAR NOT NULL,              -- the player: a stacked LoRA adapter on its base, or a merged model
     adapter_path VARCHAR,
     parent VARCHAR NOT NULL,            -- the model it was trained from
     details VARCHAR,                    -- JSON: loss, steps, metrics
